@@ -1,0 +1,77 @@
+"""The Transformer pieces shared by the sequence models (SASRec, DiffRec's denoiser, ...).
+
+Sequences are left-padded with item id 0, so the most recent item sits in the last column. Padding
+must stay inert: a padded query row whose every key is masked would produce NaN (softmax over
+nothing), and NaN then leaks into real rows through the values. `attention_mask` therefore always
+lets a position attend to itself, and real positions never attend to padding.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def attention_mask(keep: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """Boolean mask, True = may attend. keep: (B, L) True at real positions -> (B, 1, L, L)."""
+    L = keep.shape[1]
+    allowed = keep[:, None, None, :].expand(-1, 1, L, L)  # keys must be real
+    if causal:
+        allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=keep.device).tril()
+    return allowed | torch.eye(L, dtype=torch.bool, device=keep.device)  # every row attends to itself
+
+
+def position_ids(length: int, max_len: int, device=None) -> torch.Tensor:
+    """Positions of a left-padded window cut to its last `length` columns: the last item always
+    has position max_len - 1, exactly as in the full `max_len` window."""
+    if length > max_len:
+        raise ValueError(f"sequence window {length} exceeds max_len {max_len}")
+    return torch.arange(max_len - length, max_len, device=device)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d: int, heads: int, dropout: float):
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"hidden size {d} is not divisible by {heads} heads")
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, h, L, d/h)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, L, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + Attn(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, d: int, heads: int, dropout: float, ffn_mult: int = 4):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = SelfAttention(d, heads, dropout)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of blocks and a final LayerNorm; padded positions are zeroed after every block."""
+
+    def __init__(self, d: int, layers: int, heads: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(TransformerBlock(d, heads, dropout) for _ in range(layers))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # x: (B, L, d); keep: (B, L) bool; mask: (B, 1, L, L) from attention_mask
+        keep = keep[..., None].to(x.dtype)
+        x = x * keep
+        for block in self.blocks:
+            x = block(x, mask) * keep
+        return self.ln(x)

@@ -1,0 +1,69 @@
+"""Run records: one JSON file per run, written atomically, with everything needed to trust it."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("torch", "numpy", "pandas", "scipy", "optuna")
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    """Writes JSON to a temporary file in the same folder, then renames it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode:
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def environment(device: str) -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    dev = str(device)
+    return {
+        "python": platform.python_version(),
+        "packages": versions,
+        "git_commit": git_commit(),
+        "device": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()})",
+        "torch_threads": torch.get_num_threads(),
+        "host_cpus": os.cpu_count(),
+    }
+
+
+def load_records(folder: str | Path) -> list[dict]:
+    """Every run record under `folder/runs/` (or `folder` itself), sorted by file name."""
+    folder = Path(folder)
+    runs = folder / "runs" if (folder / "runs").is_dir() else folder
+    return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]

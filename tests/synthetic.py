@@ -1,0 +1,19 @@
+"""Tiny synthetic datasets for unit tests (benchmarks and results use the real files)."""
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark.data import SequenceData
+
+
+def chain_dataset(n_items: int = 40, users: int = 300, min_len: int = 6, max_len_items: int = 14, seed: int = 0, max_len: int = 20) -> SequenceData:
+    """Each user's next item is a fixed permutation of the previous one: perfectly learnable."""
+    rng = np.random.default_rng(seed)
+    nxt = rng.permutation(n_items) + 1  # next item of item i is nxt[i - 1]
+    seqs = []
+    for _ in range(users):
+        s = [int(rng.integers(1, n_items + 1))]
+        for _ in range(int(rng.integers(min_len, max_len_items + 1)) - 1):
+            s.append(int(nxt[s[-1] - 1]))
+        seqs.append(np.array(s, dtype=np.int64))
+    return SequenceData(name="chain", format="sequences", path="<synthetic chain>", sha256="0" * 64, sequences=tuple(seqs), n_items=n_items, max_len=max_len)
