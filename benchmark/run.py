@@ -21,7 +21,7 @@ from benchmark.registry import MODELS, build_model
 from benchmark.splits import leave_one_out
 from benchmark.suite import Cell, load_suite_file, resolve_suite, suite_names
 from benchmark.table import write_tables
-from benchmark.train import TrainConfig, evaluate, fit
+from benchmark.train import TrainConfig, evaluate, fit, seed_everything
 
 DEFAULT_OUT = PROJECT_ROOT / "results"
 
@@ -32,6 +32,7 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
     max_len = cell.data_options.get("max_len", ds.max_len)
     split = leave_one_out(ds, max_len, users=cell.data_options.get("users"))
     tcfg = build_config(TrainConfig, cell.train_config, where="train")
+    seed_everything(cell.seed)  # the initialisation is part of the seeded run
     model, mcfg = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len)
     fitted = fit(model, split, tcfg, seed=cell.seed, device=device, progress=progress, on_eval=on_eval)
     valid = evaluate(model, split.valid, batch_size=tcfg.eval_batch_size, seed=cell.seed, device=device)

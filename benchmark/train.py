@@ -36,14 +36,13 @@ class TrainConfig:
     eval_batch_size: int = 1024
     bucket: bool = True  # batch sequences of similar length together (same data, less padding)
     time_budget_s: float = 0.0  # stop training after this many seconds (0 = no limit)
-    threads: int = 0  # torch intra-op threads (0 = leave torch's default)
 
     def __post_init__(self):
         for name in ("epochs", "patience", "eval_every", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.lr <= 0 or self.weight_decay < 0 or self.time_budget_s < 0 or self.threads < 0:
-            raise ValueError("lr must be > 0; weight_decay, time_budget_s and threads >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.time_budget_s < 0:
+            raise ValueError("lr must be > 0; weight_decay and time_budget_s >= 0")
 
 
 def seed_everything(seed: int) -> None:
@@ -117,8 +116,6 @@ def fit(model: SeqRecModel, split: Split, cfg: TrainConfig, *, seed: int, device
 
     `on_eval(epoch, valid_ndcg10)` is called after each evaluation (tuning prunes through it; it
     may raise to stop the run)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     seed_everything(seed)
     model.to(device)
     model.fit_statistics(list(split.train_sequences))

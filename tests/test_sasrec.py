@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from baselines.sasrec import SASRec, SASRecConfig
+from benchmark.model import Batch
+from benchmark.splits import left_pad
+
+
+def _model(loss="ce", **kw):
+    torch.manual_seed(0)
+    m = SASRec(SASRecConfig(loss=loss, hidden=16, layers=2, heads=2, **kw), n_items=30, max_len=12)
+    return m.eval()
+
+
+def test_padding_is_inert():
+    """Heavily padded batches give finite scores identical to the unpadded sequences'."""
+    model = _model()
+    seqs = [torch.tensor([3, 7, 9]), torch.tensor([1]), torch.tensor([4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])]
+    padded = left_pad([s.numpy() for s in seqs], 12)  # rows 0 and 1 are mostly padding
+    with torch.no_grad():
+        batch_scores = model.score(padded)
+        for i, s in enumerate(seqs):
+            alone = model.score(s[None])  # cut to its own length: no padding at all
+            assert torch.isfinite(batch_scores[i]).all()
+            torch.testing.assert_close(batch_scores[i], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_padding_is_inert_in_training_mode_gradients():
+    model = _model().train()
+    inputs = left_pad([torch.tensor([2, 3]).numpy()], 12)
+    targets = left_pad([torch.tensor([3, 4]).numpy()], 12)
+    loss, _ = model.loss(Batch(inputs, targets, torch.tensor([0])))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_ce_loss_is_full_softmax_over_real_positions():
+    model = _model(dropout=0.0)
+    inputs = left_pad([torch.tensor([2, 3, 5]).numpy()], 5)
+    targets = left_pad([torch.tensor([3, 5, 8]).numpy()], 5)
+    loss, _ = model.loss(Batch(inputs, targets, torch.tensor([0])))
+    h = model.hidden_states(inputs)[0, -3:]  # the three real positions
+    logits = h @ model.item_emb.weight[1:].T  # items 1..30 only
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([3, 5, 8]) - 1)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_bce_negatives_never_equal_the_positive():
+    model = _model(loss="bce", dropout=0.0)
+    torch.manual_seed(1)
+    pos = torch.randint(1, 31, (20000,))
+    neg = torch.randint(1, model.n_items, pos.shape)
+    neg = neg + (neg >= pos).long()
+    assert not (neg == pos).any() and neg.min() >= 1 and neg.max() <= 30
+
+
+def test_config_rejects_impossible_settings():
+    with pytest.raises(ValueError):
+        SASRecConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="divisible"):
+        SASRec(SASRecConfig(hidden=10, heads=3), n_items=5, max_len=4)
