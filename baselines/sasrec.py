@@ -50,6 +50,16 @@ class SASRecConfig:
             raise ValueError(f"dropout {self.dropout} must be in [0, 1)")
 
 
+# Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = SASRecConfig keys.
+SEARCH_SPACE = {
+    "train.lr": ("log", 1e-4, 1e-2),
+    "train.weight_decay": ("choice", [0.0, 1e-6, 1e-4]),
+    "hidden": ("choice", [32, 64, 128]),  # all divisible by the 2 heads
+    "layers": ("int", 1, 3),
+    "dropout": ("float", 0.1, 0.6),
+}
+
+
 class SASRec(SeqRecModel):
     def __init__(self, cfg: SASRecConfig, *, n_items: int, max_len: int):
         super().__init__(n_items, max_len)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from baselines.contrastvae import ContrastVAE, ContrastVAEConfig
+from baselines.diffurec import DiffuRec, DiffuRecConfig
+from baselines.mfgan import MFGAN, MFGANConfig
+from baselines.pop import Pop, PopConfig
 from baselines.sasrec import SASRec, SASRecConfig
+from baselines.svae import SVAE, SVAEConfig
 from benchmark.config import build_config, config_dict
+from diffrec.model import DiffRec, DiffRecConfig
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,12 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "sasrec-bce": ModelSpec(SASRec, SASRecConfig, {"loss": "bce"}, about="SASRec, BCE with one sampled negative (Kang & McAuley 2018)"),
     "sasrec-ce": ModelSpec(SASRec, SASRecConfig, {"loss": "ce"}, about="SASRec, full softmax CE (Klenitskiy & Vasilev 2023)"),
+    "pop": ModelSpec(Pop, PopConfig, about="Most popular training items, the same list for every user"),
+    "svae": ModelSpec(SVAE, SVAEConfig, about="SVAE: GRU encoder, per-step Gaussian latent, multinomial decoder (Sachdeva et al. 2019)"),
+    "contrastvae": ModelSpec(ContrastVAE, ContrastVAEConfig, about="ContrastVAE: Transformer VAE, two views, ELBOs + InfoNCE (Wang et al. 2022)"),
+    "mfgan": ModelSpec(MFGAN, MFGANConfig, about="MFGAN-style: Transformer generator, item-id + popularity discriminators, policy gradient (Ren et al. 2020)"),
+    "diffurec": ModelSpec(DiffuRec, DiffuRecConfig, about="DiffuRec: target diffusion injected into the history, x0 rounding (Li, Sun & Li 2023)"),
+    "diffrec": ModelSpec(DiffRec, DiffRecConfig, about="DiffRec, target-only diffusion with a Transformer denoiser (Du et al. 2023)"),
 }
 
 

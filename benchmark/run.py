@@ -2,37 +2,52 @@
 
 Each cell (dataset x model x seed x setting) trains with early stopping on validation NDCG@10,
 is tested once, and writes one JSON record `OUT/runs/<cell key>.json` atomically. Cells whose
-record already exists are skipped, so an interrupted suite resumes where it stopped.
+record already exists for the same resolved cell are skipped, so an interrupted suite (kill -9
+included) resumes where it stopped and loses at most the cell in progress. `--shard K/N` runs
+every N-th cell, so N processes (or machines sharing OUT) can split a suite. A suite with
+`[tune] auto = true` first tunes its studies (`benchmark.tune`); every run ends with the report
+(`benchmark.report`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from benchmark import data as data_mod
 from benchmark.config import ConfigError, build_config, parse_assignments
 from benchmark.metrics import PROTOCOL
 from benchmark.records import PROJECT_ROOT, environment, write_json_atomic
-from benchmark.registry import MODELS, build_model
-from benchmark.splits import leave_one_out
-from benchmark.suite import Cell, load_suite_file, resolve_suite, suite_names
-from benchmark.table import write_tables
-from benchmark.train import TrainConfig, evaluate, fit, seed_everything
+from benchmark.registry import MODELS, build_model, model_spec
+from benchmark.splits import Split, leave_one_out
+from benchmark.suite import Cell, Suite, load_suite_file, resolve_suite, suite_names
+from benchmark.train import TrainConfig, evaluate, fit
 
 DEFAULT_OUT = PROJECT_ROOT / "results"
 
 
+def load_data(cell: Cell, data_dir=None) -> tuple[data_mod.SequenceData, Split, int]:
+    """-> (dataset, leave-one-out split, max_len) of a cell (registered name or user file)."""
+    if cell.source:
+        ds = data_mod.load_dataset(file=cell.source["file"], fmt=cell.source["format"])
+        if ds.sha256 != cell.source["sha256"]:
+            raise data_mod.DataError(f"{cell.source['file']}: content changed since the suite was resolved (sha256 {ds.sha256[:12]})")
+    else:
+        ds = data_mod.load_dataset(cell.dataset, data_dir=data_dir)
+    max_len = cell.data_options.get("max_len", ds.max_len)
+    return ds, leave_one_out(ds, max_len, users=cell.data_options.get("users")), max_len
+
+
 def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool = True, on_eval=None, suite: str = "") -> dict:
     """Trains and tests one cell; returns its run record (not yet written)."""
-    ds = data_mod.load_dataset(cell.dataset, data_dir=data_dir)
-    max_len = cell.data_options.get("max_len", ds.max_len)
-    split = leave_one_out(ds, max_len, users=cell.data_options.get("users"))
+    ds, split, max_len = load_data(cell, data_dir)
     tcfg = build_config(TrainConfig, cell.train_config, where="train")
-    seed_everything(cell.seed)  # the initialisation is part of the seeded run
     model, mcfg = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len)
     fitted = fit(model, split, tcfg, seed=cell.seed, device=device, progress=progress, on_eval=on_eval)
     valid = evaluate(model, split.valid, batch_size=tcfg.eval_batch_size, seed=cell.seed, device=device)
@@ -42,10 +57,13 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
         "key": cell.key,
         "suite": suite,
         "tag": cell.tag,
-        "dataset": {**ds.stats(), "format": ds.format, "users_used": split.n_users},
+        "dataset": {**ds.stats(), "name": cell.dataset, "format": ds.format, "users_used": split.n_users},
         "model": cell.model,
+        "model_about": model_spec(cell.model).about,
         "seed": cell.seed,
         "config": {"model": mcfg, "train": cell.train_config, "data": cell.data_options},
+        "cell": cell.identity(),
+        "tuning": cell.tuning,
         "protocol": {
             "split": "leave-one-out (last item test, second-to-last validation, rest training)",
             "max_len": max_len,
@@ -54,6 +72,7 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
             "early_stopping": f"patience {tcfg.patience} evaluations, every {tcfg.eval_every} epochs, max {tcfg.epochs} epochs",
         },
         "environment": environment(device),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "params": sum(p.numel() for p in model.parameters()),
         "best_epoch": fitted.best_epoch,
         "epochs_run": fitted.epochs_run,
@@ -76,18 +95,67 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
     }
 
 
-def run_suite(suite, *, out: Path, data_dir=None, device="cpu", progress=True) -> list[Path]:
-    runs = out / "runs"
-    done = [c for c in suite.cells if (runs / f"{c.key}.json").exists()]
-    todo = [c for c in suite.cells if c not in done]
-    print(f"suite {suite.name}: {len(suite.cells)} cells, {len(done)} already done, {len(todo)} to run -> {runs}", flush=True)
+def record_path(out: Path, cell: Cell) -> Path:
+    return Path(out) / "runs" / f"{cell.key}.json"
+
+
+def is_done(out: Path, cell: Cell) -> bool:
+    """A record exists for this key and was made by the same resolved cell."""
+    path = record_path(out, cell)
+    if not path.exists():
+        return False
+    try:
+        stored = json.loads(path.read_text()).get("cell")
+    except (OSError, json.JSONDecodeError):
+        return False  # unreadable: run it again (atomic writes make this rare)
+    if stored is None:
+        return True  # records from before cells were stored: the key is the check
+    mine, theirs = cell.identity(), dict(stored)
+    for d in (mine, theirs):
+        d.pop("tuning", None)
+        d.get("source", {}).pop("file", None)
+    return mine == theirs
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Temporary files of writes that a killed run never finished (`.NAME.json.XXXX.tmp`)."""
+    stale = sorted((Path(out) / "runs").glob(".*.json.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected K/N, e.g. 0/4") from None
+    if not 0 <= k < n:
+        raise ConfigError(f"--shard {text!r}: need 0 <= K < N")
+    return k, n
+
+
+def run_suite(suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=True, shard: tuple[int, int] = (0, 1)) -> list[Path]:
+    out = Path(out)
+    k, n = shard
+    cells = [c for i, c in enumerate(suite.cells) if i % n == k]
+    for path in remove_stale_temps(out):
+        print(f"removed unfinished write {path.name}", flush=True)
+    done = [c for c in cells if is_done(out, c)]
+    todo = [c for c in cells if c not in done]
+    where = f" (shard {k}/{n})" if n > 1 else ""
+    print(f"suite {suite.name}{where}: {len(cells)} cells, {len(done)} already done, {len(todo)} to run -> {out / 'runs'}", flush=True)
+    for name in suite.untuned:
+        print(f"  no tuning study for {name}: default hyperparameters", flush=True)
     written = []
-    bar = tqdm(todo, desc=f"{suite.name} cells", disable=not progress)
+    bar = tqdm(todo, desc=f"{suite.name} cells", unit="cell", disable=not progress, dynamic_ncols=True)
     for cell in bar:
-        bar.set_postfix_str(f"{cell.dataset}/{cell.model}/s{cell.seed}")
+        bar.set_postfix_str(f"{cell.dataset}/{cell.model}/{cell.tag}/s{cell.seed}")
         t0 = time.perf_counter()
         record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite.name)
-        written.append(write_json_atomic(runs / f"{cell.key}.json", record))
+        written.append(write_json_atomic(record_path(out, cell), record))
         m = record["metrics"]
         tqdm.write(
             f"{cell.dataset:8s} {cell.model:12s} s{cell.seed} [{cell.tag}] test NDCG@10 {m['test']['NDCG@10']:.4f} "
@@ -96,35 +164,83 @@ def run_suite(suite, *, out: Path, data_dir=None, device="cpu", progress=True) -
     return written
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.splitlines()[0])
+def add_suite_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `benchmark.run` and `benchmark.tune`."""
     p.add_argument("--suite", help=f"suite name ({', '.join(suite_names())}) or a .toml path")
     p.add_argument("--list", action="store_true", help="list suites, models and datasets, then exit")
     p.add_argument("--data-dir", help="data folder (default: $DIFFREC_BENCH_DATA, else ./data)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default: results/)")
     p.add_argument("--datasets", nargs="+", help="override the suite's datasets")
+    p.add_argument("--file", action="append", metavar="PATH", help="a dataset file of your own (with --format); replaces the suite's datasets unless --datasets is given")
+    p.add_argument("--format", choices=data_mod.FORMATS, help="format of --file")
     p.add_argument("--models", nargs="+", help="override the suite's models")
     p.add_argument("--seeds", nargs="+", type=int, help="override the suite's seeds")
-    p.add_argument("--set", action="append", metavar="SCOPE.KEY=VALUE", help="override a setting (train.lr=0.01, data.users=100, sasrec-ce.hidden=32, all.hidden=16)")
+    p.add_argument("--set", action="append", metavar="SCOPE.KEY=VALUE", help="override a setting (train.lr=0.01, data.users=100, sasrec-ce.hidden=32, all.hidden=16, tune.trials=5)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--no-progress", action="store_true")
+
+
+def suite_from_args(args, p: argparse.ArgumentParser) -> Suite:
+    if args.file and not args.format:
+        p.error("--file needs --format")
+    if args.format and not args.file:
+        p.error("--format applies to --file only")
+    name, raw = load_suite_file(args.suite)
+    files = [(f, args.format) for f in args.file or []]
+    suite = resolve_suite(
+        name, raw, datasets=args.datasets, models=args.models, seeds=args.seeds, sets=parse_assignments(args.set), files=files, tuning_dir=Path(args.out) / "tuning"
+    )
+    for cell in {(c.dataset, json.dumps(c.source)): c for c in suite.cells + suite.tune_cells}.values():  # missing data fails before training
+        load_data(cell, args.data_dir)
+    return suite
+
+
+def print_listing() -> None:
+    print("suites:")
+    for name in suite_names():
+        try:
+            suite = resolve_suite(*load_suite_file(name))
+            print(f"  {name:8s} {len(suite.cells):5d} cells  {suite.description}")
+        except ConfigError as exc:
+            print(f"  {name:8s} INVALID: {exc}")
+    print("models:")
+    for name, spec in MODELS.items():
+        print(f"  {name:12s} {spec.about}")
+    print("datasets:")
+    for name, spec in data_mod.DATASETS.items():
+        print(f"  {name:8s} {spec.format:12s} {spec.notes}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.splitlines()[0])
+    add_suite_arguments(p)
+    p.add_argument("--shard", metavar="K/N", help="run only cells K, K+N, K+2N, ... (0-based), for splitting a suite across processes")
+    p.add_argument("--no-tune", action="store_true", help="skip the suite's automatic tuning ([tune] auto = true)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     args = p.parse_args(argv)
     if args.list:
-        print("suites:  ", ", ".join(suite_names()))
-        print("models:  ", ", ".join(MODELS))
-        print("datasets:", ", ".join(data_mod.DATASETS))
+        print_listing()
         return 0
     if not args.suite:
         p.error("--suite is required (or --list)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
-        name, raw = load_suite_file(args.suite)
-        suite = resolve_suite(name, raw, datasets=args.datasets, models=args.models, seeds=args.seeds, sets=parse_assignments(args.set))
-        for dataset in sorted({c.dataset for c in suite.cells}):  # fail on missing data before training
-            data_mod.load_dataset(dataset, data_dir=args.data_dir)
+        shard = parse_shard(args.shard)
+        suite = suite_from_args(args, p)
         out = Path(args.out)
-        run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress)
-        for path in write_tables(out, suite.name):
-            print(f"wrote {path}")
+        if suite.tune["auto"] and not args.no_tune:
+            from benchmark.tune import tune_suite
+
+            tune_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress)
+            suite = suite_from_args(args, p)  # again, now with the tuned parameters
+        run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress, shard=shard)
+        if not args.no_report:
+            from benchmark.report import write_report
+
+            for path in write_report(out, suites=[suite.name]):
+                print(f"wrote {path}")
     except (ConfigError, data_mod.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

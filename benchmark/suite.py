@@ -1,33 +1,55 @@
 """Suites are data: TOML files in `benchmark/suites/`, validated before anything trains.
 
-Keys of a suite file:
+Keys of a suite file (every key is optional except datasets and models):
     description = "..."
-    datasets = ["ml-100k", "beauty"]      # registered dataset names
+    datasets = ["ml-100k", "beauty", {file = "my.txt", format = "sequences"}]  # names or user files
     models = "all" | ["sasrec-ce", ...]     # registered model names
     seeds = [0, 1, 2]
+    params = "defaults" | "tuned"           # tuned: best trial of the (dataset, model) study when
+                                            # one was exported to OUT/tuning/, else the defaults
     [data]   users = 300, max_len = 50      # data options for every dataset (users: first N only)
     [train]  epochs = 2, ...                # TrainConfig overrides for every model
     [model.all]   hidden = 16               # applied to every model whose config has the key
     [model.NAME]  key = value               # one model's config overrides
     [train_model.NAME] lr = 0.01            # one model's TrainConfig overrides
+    [tune]   trials = 20, auto = false, seed = 0, pruner = "median", models = [...], datasets = [...]
+    [[ablation]]                            # one entry per ablation; produces tagged cells
+    model = "diffrec"
+    datasets = ["ml-100k"]                  # default: the suite's datasets
+    seeds = [0]                             # default: the suite's seeds
+    grid = {steps = [10, 50], sampler = ["ancestral", "strided"]}   # cartesian product, or
+    points = [{noise = "target"}, {noise = "sequence"}]             # an explicit list of settings
+    fixed = {samples = 5}                   # set in every point (not part of the tag)
+
+In `grid`, `points`, `fixed` and in search spaces, a key `train.KEY` addresses the TrainConfig and
+a plain key the model's config. A cell's tag names its setting: "default", "tuned", or the
+ablation point ("steps=50,sampler=strided").
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import tomllib
+
 from benchmark.config import ConfigError, build_config, config_dict
-from benchmark.data import DATASETS
+from benchmark.data import DATASETS, FORMATS, DataError, sha256_file
 from benchmark.registry import MODELS, model_spec
 from benchmark.train import TrainConfig
 
-SUITE_KEYS = {"description", "datasets", "models", "seeds", "data", "train", "model", "train_model"}
+SUITE_KEYS = {"description", "datasets", "models", "seeds", "params", "data", "train", "model", "train_model", "tune", "ablation"}
 DATA_KEYS = {"users", "max_len"}
+FILE_KEYS = {"file", "format", "name"}
+TUNE_KEYS = {"trials", "auto", "seed", "pruner", "models", "datasets"}
+ABLATION_KEYS = {"model", "datasets", "seeds", "grid", "points", "fixed"}
+PRUNERS = ("median", "none")
+MAIN_TAGS = ("default", "tuned")  # tags of the cells that make a suite's main table
+TUNE_DEFAULTS = {"trials": 20, "auto": False, "seed": 0, "pruner": "median"}
 
 
 @dataclass(frozen=True)
@@ -41,12 +63,20 @@ class Cell:
     train_config: dict
     data_options: dict
     tag: str = "default"  # names a setting (e.g. an ablation point); part of the key
+    source: dict = field(default_factory=dict)  # user file: {"file", "format", "sha256"}; {} = registered
+    tuning: dict = field(default_factory=dict)  # the study whose best trial set the params; not in the key
 
     @property
     def key(self) -> str:
-        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
+        identity = self.identity()
+        identity.pop("tuning")
+        identity["source"].pop("file", None)  # a file is identified by its content, not its path
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.dataset}__{self.model}__{self.tag}__s{self.seed}__{digest}"
+
+    def identity(self) -> dict:
+        """The cell as plain JSON data (what a run record stores under "cell")."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 @dataclass(frozen=True)
@@ -54,6 +84,14 @@ class Suite:
     name: str
     description: str
     cells: tuple[Cell, ...] = field(default_factory=tuple)
+    tune: dict = field(default_factory=dict)  # resolved [tune] settings
+    tune_cells: tuple[Cell, ...] = field(default_factory=tuple)  # one base cell per study
+    untuned: tuple[str, ...] = field(default_factory=tuple)  # "dataset/model" that wanted tuned params but had no study
+    fixed: dict = field(default_factory=dict)  # model -> keys the suite sets explicitly (tuning leaves them alone)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
 
 
 def suite_names() -> list[str]:
@@ -61,73 +99,311 @@ def suite_names() -> list[str]:
 
 
 def load_suite_file(name_or_path: str) -> tuple[str, dict]:
+    """-> (suite name, parsed TOML); a path's relative `file =` entries resolve against its folder."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
         text, name = path.read_text(), path.stem
     elif name_or_path in suite_names():
-        text, name = resources.files("benchmark.suites").joinpath(f"{name_or_path}.toml").read_text(), name_or_path
+        text, name, path = resources.files("benchmark.suites").joinpath(f"{name_or_path}.toml").read_text(), name_or_path, None
     else:
         raise ConfigError(f"unknown suite {name_or_path!r} (known: {', '.join(suite_names())}, or a path to a .toml file)")
     try:
-        return name, tomllib.loads(text)
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"suite {name}: {exc}") from None
+    if path is not None:
+        raw["_base_dir"] = str(path.resolve().parent)
+    return name, raw
 
 
-def resolve_suite(name: str, raw: dict, *, datasets=None, models=None, seeds=None, sets: dict | None = None) -> Suite:
-    """Validates a suite (plus command-line overrides) and expands it into cells."""
-    where = f"suite {name}"
-    unknown = sorted(set(raw) - SUITE_KEYS)
+def tuning_study(dataset: str, model: str, key: str) -> str:
+    """Optuna study name of a base cell: readable, plus the digest of everything tuning held fixed."""
+    return f"{dataset}__{model}__{key.rsplit('__', 1)[-1]}"
+
+
+def best_params_path(tuning_dir: str | Path, study: str) -> Path:
+    return Path(tuning_dir) / study / "best.json"
+
+
+def read_best(tuning_dir: str | Path | None, study: str) -> dict | None:
+    """The exported best trial of `study` ({"params", "trials", "best_value", ...}) or None."""
+    if tuning_dir is None:
+        return None
+    path = best_params_path(tuning_dir, study)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _check_keys(table, allowed: set[str], where: str) -> dict:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {table!r}")
+    unknown = sorted(set(table) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(sorted(SUITE_KEYS))})")
-    datasets = list(datasets or raw.get("datasets", []))
-    chosen = models or raw.get("models", [])
-    chosen = list(MODELS) if chosen == "all" or chosen == ["all"] else list(chosen)
-    seeds = [int(s) for s in (seeds or raw.get("seeds", [0]))]
-    for d in datasets:
-        if d not in DATASETS:
-            raise ConfigError(f"{where}: unknown dataset {d!r} (known: {', '.join(DATASETS)})")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(sorted(allowed))})")
+    return dict(table)
+
+
+def _dataset_ref(entry, where: str, base_dir: str | None) -> tuple[str, dict]:
+    """A `datasets` entry -> (name, source); a user file is hashed so its content keys the cells."""
+    if isinstance(entry, str):
+        if entry not in DATASETS:
+            raise ConfigError(f"{where}: unknown dataset {entry!r} (known: {', '.join(DATASETS)}; or {{file = PATH, format = FORMAT}})")
+        return entry, {}
+    entry = _check_keys(entry, FILE_KEYS, where)
+    if "file" not in entry or entry.get("format") not in FORMATS:
+        raise ConfigError(f"{where}: a user dataset needs file = PATH and format = one of {', '.join(FORMATS)}")
+    path = Path(entry["file"]).expanduser()
+    if not path.is_absolute() and base_dir:
+        path = Path(base_dir) / path
+    if not path.is_file():
+        raise ConfigError(f"{where}: dataset file {str(path)!r} does not exist")
+    try:
+        sha = sha256_file(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    return entry.get("name", path.stem), {"file": str(path.resolve()), "format": entry["format"], "sha256": sha}
+
+
+def split_setting(setting: dict, model: str, where: str) -> tuple[dict, dict]:
+    """{"steps": 50, "train.lr": 0.01} -> (model overrides, train overrides), keys checked."""
+    fields = {f.name for f in dataclasses.fields(model_spec(model).config)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_part, train_part = {}, {}
+    for key, value in setting.items():
+        scope, dot, sub = key.partition(".")
+        if dot and scope == "train" and sub in train_fields:
+            train_part[sub] = value
+        elif not dot and key in fields:
+            model_part[key] = value
+        else:
+            raise ConfigError(
+                f"{where}: unknown key {key!r} for model {model} (model keys: {', '.join(sorted(fields))}; "
+                f"training keys: {', '.join('train.' + f for f in sorted(train_fields))})"
+            )
+    return model_part, train_part
+
+
+def _format_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def setting_tag(setting: dict) -> str:
+    return ",".join(f"{k}={_format_value(v)}" for k, v in setting.items()) or "default"
+
+
+def _table(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table {{key = value, ...}}, got {value!r}")
+    return dict(value)
+
+
+def _ablation_points(ab: dict, where: str) -> list[dict]:
+    if ("grid" in ab) == ("points" in ab):
+        raise ConfigError(f"{where}: give exactly one of grid = {{key = [values]}} or points = [{{key = value}}, ...]")
+    if "grid" in ab:
+        grid = _table(ab["grid"], f"{where}.grid")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}.grid.{key}: expected a non-empty list of values")
+        return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    points = ab["points"]
+    if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
+        raise ConfigError(f"{where}.points: expected a non-empty list of non-empty tables")
+    return [dict(p) for p in points]
+
+
+def _int_list(values, where: str) -> list[int]:
+    if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"{where}: expected a non-empty list of integers, got {values!r}")
+    return list(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+
+
+def resolve_suite(
+    name: str,
+    raw: dict,
+    *,
+    datasets=None,
+    models=None,
+    seeds=None,
+    sets: dict | None = None,
+    files: list[tuple[str, str]] | None = None,
+    tuning_dir: str | Path | None = None,
+) -> Suite:
+    """Validates a suite (plus command-line overrides) and expands it into cells.
+
+    `datasets`, `models`, `seeds` replace the suite's (ablations keep only the chosen datasets and
+    models); `files` are user dataset files [(path, format)] that join `datasets` (or replace the
+    suite's datasets when `datasets` is not given); `sets` are --set assignments; `tuning_dir`
+    holds exported studies (needed for params = "tuned")."""
+    where = f"suite {name}"
+    raw = dict(raw)
+    base_dir = raw.pop("_base_dir", None)
+    _check_keys(raw, SUITE_KEYS, where)
+
+    # Datasets, models, seeds ------------------------------------------------------------------
+    overridden = datasets is not None or bool(files)
+    entries = list(datasets or []) + [{"file": f, "format": fmt} for f, fmt in files or []] if overridden else raw.get("datasets", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: datasets must be a list")
+    refs = dict(_dataset_ref(e, f"{where}: datasets", None if overridden else base_dir) for e in entries)
+    suite_models = raw.get("models", [])
+    chosen = list(models) if models else (list(MODELS) if suite_models in ("all", ["all"]) else list(suite_models))
     for m in chosen:
         if m not in MODELS:
             raise ConfigError(f"{where}: unknown model {m!r} (known: {', '.join(MODELS)})")
-    if not datasets or not chosen:
+    seeds_overridden = bool(seeds)
+    seeds = _int_list(list(seeds) if seeds else raw.get("seeds", [0]), f"{where}: seeds")
+    if not refs or not chosen:
         raise ConfigError(f"{where}: needs at least one dataset and one model")
+    params_mode = raw.get("params", "defaults")
+    if params_mode not in ("defaults", "tuned"):
+        raise ConfigError(f"{where}: params must be 'defaults' or 'tuned', got {params_mode!r}")
 
-    data_opts, train_opts = dict(raw.get("data", {})), dict(raw.get("train", {}))
+    # Option tables and --set --------------------------------------------------------------------
+    data_opts = _check_keys(raw.get("data", {}), DATA_KEYS, f"{where}: [data]")
+    train_opts = dict(raw.get("train", {}))
+    tune_opts = _check_keys(raw.get("tune", {}), TUNE_KEYS, f"{where}: [tune]")
     model_opts = {k: dict(v) for k, v in raw.get("model", {}).items()}
     train_model_opts = {k: dict(v) for k, v in raw.get("train_model", {}).items()}
-    for key, value in (sets or {}).items():  # --set train.lr=0.01 / data.users=100 / sasrec-ce.hidden=32 / all.hidden=16
+    for key, value in (sets or {}).items():  # --set train.lr=0.01 / data.users=100 / sasrec-ce.hidden=32 / all.hidden=16 / tune.trials=5
         scope, _, sub = key.partition(".")
         if not sub:
-            raise ConfigError(f"--set {key}: expected SCOPE.KEY with SCOPE one of train, data, all, or a model name")
+            raise ConfigError(f"--set {key}: expected SCOPE.KEY with SCOPE one of train, data, tune, all, or a model name")
         if scope == "train":
             train_opts[sub] = value
         elif scope == "data":
             data_opts[sub] = value
+        elif scope == "tune":
+            tune_opts[sub] = value
         elif scope == "all" or scope in MODELS:
             model_opts.setdefault(scope, {})[sub] = value
         else:
-            raise ConfigError(f"--set {key}: unknown scope {scope!r}")
-    bad = sorted(set(data_opts) - DATA_KEYS)
-    if bad:
-        raise ConfigError(f"{where}: unknown data key {bad[0]!r} (valid: {', '.join(sorted(DATA_KEYS))})")
-    data_opts = {k: int(v) for k, v in data_opts.items()}
+            raise ConfigError(f"--set {key}: unknown scope {scope!r} (train, data, tune, all, or one of {', '.join(MODELS)})")
+    _check_keys(data_opts, DATA_KEYS, f"{where}: data")
+    try:
+        data_opts = {k: int(v) for k, v in data_opts.items()}
+    except ValueError:
+        raise ConfigError(f"{where}: data options must be integers, got {data_opts}") from None
     for scope in list(model_opts) + list(train_model_opts):
         if scope != "all" and scope not in MODELS:
-            raise ConfigError(f"{where}: unknown model {scope!r} in [model.{scope}] or [train_model.{scope}]")
+            raise ConfigError(f"{where}: unknown model {scope!r} in [model.{scope}] or [train_model.{scope}] (known: {', '.join(MODELS)})")
     shared = model_opts.pop("all", {})
+    ablations = raw.get("ablation", [])
+    if not isinstance(ablations, list):
+        raise ConfigError(f"{where}: ablations are written [[ablation]] (a list of tables)")
+    everyone = set(chosen) | {ab.get("model") for ab in ablations if isinstance(ab, dict) and ab.get("model") in MODELS}
     for key in shared:
-        if not any(key in {f.name for f in dataclasses.fields(model_spec(m).config)} for m in chosen):
+        if not any(key in {f.name for f in dataclasses.fields(model_spec(m).config)} for m in everyone):
             raise ConfigError(f"{where}: key {key!r} in [model.all] is known to none of the chosen models")
+    tune = _resolve_tune(tune_opts, where)
 
-    cells = []
-    for model in chosen:
+    def base(model: str, extra_model: dict | None = None, extra_train: dict | None = None, label: str = "") -> tuple[dict, dict]:
         spec = model_spec(model)
         fields = {f.name for f in dataclasses.fields(spec.config)}
-        overrides = {**spec.defaults, **{k: v for k, v in shared.items() if k in fields}, **model_opts.get(model, {})}
-        mcfg = config_dict(build_config(spec.config, overrides, where=f"{where}: model {model}"))
-        tcfg = config_dict(build_config(TrainConfig, {**spec.train, **train_opts, **train_model_opts.get(model, {})}, where=f"{where}: train ({model})"))
-        for dataset in datasets:
+        m_over = {**spec.defaults, **{k: v for k, v in shared.items() if k in fields}, **model_opts.get(model, {}), **(extra_model or {})}
+        t_over = {**spec.train, **train_opts, **train_model_opts.get(model, {}), **(extra_train or {})}
+        mcfg = config_dict(build_config(spec.config, m_over, where=f"{where}: model {model}{label}"))
+        tcfg = config_dict(build_config(TrainConfig, t_over, where=f"{where}: train ({model}{label})"))
+        return mcfg, tcfg
+
+    bases = {m: base(m) for m in everyone}
+    untuned: list[str] = []
+
+    def tuned_base(dataset: str, model: str) -> tuple[dict, dict, dict]:
+        """(model config, train config, tuning info) of a (dataset, model): tuned when asked and available."""
+        mcfg, tcfg = bases[model]
+        if params_mode != "tuned":
+            return mcfg, tcfg, {}
+        probe = Cell(dataset, model, tune["seed"], mcfg, tcfg, data_opts, "tune", refs[dataset])
+        study = tuning_study(dataset, model, probe.key)
+        best = read_best(tuning_dir, study)
+        if best is None:
+            untuned.append(f"{dataset}/{model}")
+            return mcfg, tcfg, {}
+        m_part, t_part = split_setting(best["params"], model, f"tuned params of study {study}")
+        mcfg, tcfg = base(model, m_part, t_part, label=f" tuned by {study}")
+        return mcfg, tcfg, {"study": study, "trials": best.get("trials"), "best_value": best.get("best_value"), "params": best["params"]}
+
+    # Main cells ----------------------------------------------------------------------------------
+    cells: dict[str, Cell] = {}
+    for model in chosen:
+        for dataset, source in refs.items():
+            mcfg, tcfg, tuning = tuned_base(dataset, model)
             for seed in seeds:
-                cells.append(Cell(dataset, model, seed, mcfg, tcfg, data_opts))
-    return Suite(name, raw.get("description", ""), tuple(cells))
+                cell = Cell(dataset, model, seed, mcfg, tcfg, data_opts, "tuned" if tuning else "default", source, tuning)
+                cells[cell.key] = cell
+
+    # Ablations -----------------------------------------------------------------------------------
+    for i, ab in enumerate(ablations, 1):
+        aw = f"{where}: ablation {i}"
+        ab = _check_keys(ab, ABLATION_KEYS, aw)
+        model = ab.get("model")
+        if model not in MODELS:
+            raise ConfigError(f"{aw}: unknown model {model!r} (known: {', '.join(MODELS)})")
+        aw = f"{aw} ({model})"
+        points = _ablation_points(ab, aw)
+        fixed = _table(ab.get("fixed", {}), f"{aw}.fixed")
+        if "datasets" in ab:
+            ab_refs = dict(_dataset_ref(e, f"{aw}.datasets", base_dir) for e in ab["datasets"])
+            ab_refs = {d: s for d, s in ab_refs.items() if d in refs} if overridden else ab_refs
+        else:
+            ab_refs = refs
+        ab_seeds = _int_list(ab["seeds"], f"{aw}.seeds") if "seeds" in ab and not seeds_overridden else seeds
+        if models and model not in models:
+            continue
+        for point in points:
+            m_part, t_part = split_setting({**fixed, **point}, model, aw)
+            for dataset, source in ab_refs.items():
+                mcfg, tcfg, tuning = tuned_base(dataset, model)
+                spec = model_spec(model)
+                mcfg = config_dict(build_config(spec.config, {**mcfg, **m_part}, where=f"{aw} point {setting_tag(point)}"))
+                tcfg = config_dict(build_config(TrainConfig, {**tcfg, **t_part}, where=f"{aw} point {setting_tag(point)}"))
+                for seed in ab_seeds:
+                    cell = Cell(dataset, model, seed, mcfg, tcfg, data_opts, setting_tag(point), source, tuning)
+                    cells.setdefault(cell.key, cell)
+
+    # Studies -------------------------------------------------------------------------------------
+    for m in tune["models"]:
+        if m not in MODELS:
+            raise ConfigError(f"{where}: [tune] unknown model {m!r} (known: {', '.join(MODELS)})")
+    for d in tune["datasets"]:
+        if d not in DATASETS and d not in refs:
+            raise ConfigError(f"{where}: [tune] unknown dataset {d!r} (known: {', '.join(DATASETS)})")
+    tune_models = [m for m in tune["models"] or chosen if m in chosen]
+    tune_datasets = [d for d in tune["datasets"] or refs if d in refs]
+    tune_cells = tuple(Cell(d, m, tune["seed"], *bases[m], data_opts, "tune", refs[d]) for m in tune_models for d in tune_datasets)
+    fixed = {}
+    for m in everyone:
+        fields = {f.name for f in dataclasses.fields(model_spec(m).config)}
+        explicit = [k for k in shared if k in fields] + list(model_opts.get(m, {}))
+        fixed[m] = tuple(dict.fromkeys(explicit + [f"train.{k}" for k in {**train_opts, **train_model_opts.get(m, {})}]))
+    return Suite(name, raw.get("description", ""), tuple(cells.values()), tune, tune_cells, tuple(dict.fromkeys(untuned)), fixed)
+
+
+def _resolve_tune(opts: dict, where: str) -> dict:
+    tune = {**TUNE_DEFAULTS, "models": [], "datasets": [], **opts}
+    try:
+        tune["trials"], tune["seed"] = int(tune["trials"]), int(tune["seed"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: [tune] trials and seed must be integers") from None
+    if isinstance(tune["auto"], str):
+        tune["auto"] = tune["auto"].lower() in ("true", "1", "yes")
+    if tune["trials"] < 1:
+        raise ConfigError(f"{where}: [tune] trials must be >= 1")
+    if tune["pruner"] not in PRUNERS:
+        raise ConfigError(f"{where}: [tune] pruner must be one of {', '.join(PRUNERS)}")
+    for key in ("models", "datasets"):
+        if not isinstance(tune[key], list):
+            raise ConfigError(f"{where}: [tune] {key} must be a list")
+    return tune

@@ -17,3 +17,10 @@ def chain_dataset(n_items: int = 40, users: int = 300, min_len: int = 6, max_len
             s.append(int(nxt[s[-1] - 1]))
         seqs.append(np.array(s, dtype=np.int64))
     return SequenceData(name="chain", format="sequences", path="<synthetic chain>", sha256="0" * 64, sequences=tuple(seqs), n_items=n_items, max_len=max_len)
+
+
+def write_sequences(path, data: SequenceData):
+    """Writes `data` as a "sequences" file (`uid iid_1 ... iid_n` per line) for suites and CLIs."""
+    lines = [" ".join(map(str, [u, *seq.tolist()])) for u, seq in enumerate(data.sequences, 1)]
+    path.write_text("\n".join(lines) + "\n")
+    return path

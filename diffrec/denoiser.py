@@ -1,0 +1,68 @@
+"""DSR, the Denoise Sequential Recommender of DiffRec (Du et al. 2023, Sec. 4): a Transformer over
+[history, noisy target slot] with position and diffusion-step embeddings added to every token.
+
+One call denoises several targets of the same sequence at once ("two streams"):
+- clean stream, L tokens: history item i, h_i + y_{pos[i]} + z_n, causal among themselves;
+- noisy stream, K tokens: noisy token k holds the noised target that follows history column
+  cols[k], h^n + y_{pos[cols[k] + 1]} + z_n, and attends to the clean tokens 0..cols[k] and to
+  itself only.
+No clean token attends to a noisy one, so the output of noisy token k is exactly the output of the
+same network on [history prefix 0..cols[k], that one noisy slot] alone (tests check this). Training
+passes every column (all prefixes, K = L); inference passes only the last one (K = 1).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from benchmark.layers import TransformerEncoder, attention_mask
+
+
+def step_embedding(n: torch.Tensor, d: int) -> torch.Tensor:
+    """Sinusoidal step embedding, n: (B,) -> (B, d) with z(2j) = sin(n / 10000^(2j/d)), z(2j+1) = cos(...)."""
+    if d % 2:
+        raise ValueError(f"step embedding size {d} must be even")
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, dtype=torch.float32, device=n.device) / d)  # (d/2,) = 10000^(-2j/d)
+    angles = n.to(torch.float32)[:, None] * freqs  # (B, d/2)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # interleaved: (B, d)
+
+
+def two_stream_mask(keep: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """keep: (B, L) real history tokens; cols: (K,) history column each noisy token follows.
+    -> (B, 1, L + K, L + K) boolean mask, True = may attend (clean tokens first, then noisy ones)."""
+    B, L = keep.shape
+    K = len(cols)
+    mask = torch.zeros(B, 1, L + K, L + K, dtype=torch.bool, device=keep.device)
+    mask[:, :, :L, :L] = attention_mask(keep, causal=True)
+    prefix = torch.arange(L, device=keep.device)[None, :] <= cols[:, None]  # (K, L)
+    mask[:, :, L:, :L] = prefix[None, None] & keep[:, None, None, :]
+    mask[:, :, L:, L:] = torch.eye(K, dtype=torch.bool, device=keep.device)
+    return mask
+
+
+class DSR(nn.Module):
+    """Returns the denoised estimate f(h^n, n) of h^0 for each noisy token."""
+
+    def __init__(self, d: int, layers: int, heads: int, dropout: float, max_len: int):
+        super().__init__()
+        self.d = d
+        self.pos_emb = nn.Embedding(max_len, d)
+        # The raw sinusoid has norm sqrt(d/2), tens of times the item embeddings at init; an MLP as in
+        # DDPM's time embedding (initialised small) learns the scale instead of drowning the history.
+        self.step_mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
+        self.drop = nn.Dropout(dropout)
+        self.encoder = TransformerEncoder(d, layers, heads, dropout)
+
+    def forward(self, history: torch.Tensor, keep: torch.Tensor, noisy: torch.Tensor, cols: torch.Tensor, n: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # history: (B, L, d) item vectors; keep: (B, L) bool; noisy: (B, K, d) h^n; cols: (K,) long;
+        # n: (B,) step per sequence; positions: (L + 1,) position ids of the L columns and the slot after them
+        L = history.shape[1]
+        z = self.step_mlp(step_embedding(n, self.d))[:, None]  # (B, 1, d), the same z_n at every position
+        clean = history + self.pos_emb(positions[:L]) + z
+        slots = noisy + self.pos_emb(positions[cols + 1]) + z
+        x = torch.cat([clean, slots], dim=1)  # (B, L + K, d)
+        keep_all = torch.cat([keep, keep[:, cols]], dim=1)  # a noisy token is real when its history is
+        out = self.encoder(self.drop(x), keep_all, two_stream_mask(keep, cols))
+        return out[:, L:]  # (B, K, d)

@@ -1,0 +1,202 @@
+"""DiffRec: Sequential Recommendation with Diffusion Models.
+
+Du, Yuan, Zhao, Liu, Liu & Xu, 2023, https://arxiv.org/abs/2304.04541 (no public code). Not
+RecBole's DiffRec (Wang et al. 2023) and not DiffuRec (Li et al. 2023).
+
+Model (Sec. 4 of the paper):
+- Embedding transition: the target v gets h^0 ~ N(E(v), beta_0 I).
+- Forward process on the target only: h^n = sqrt(abar_n) h^0 + sqrt(1 - abar_n) eps; the history
+  stays clean (`noise="sequence"` noises every history vector with the same step instead).
+- DSR denoiser (`diffrec.denoiser`): a Transformer over [h_i + y_i + z_n for the history, then the
+  noisy target slot], whose output at the slot is f(h^n, n), an estimate of h^0.
+- Rounding: p(v | h^0) = softmax(W h^0 + b) over all items; the protocol ranks its log.
+- Objective: mse_weight * ||f(h^n, n) - h^0||^2 (x0-parameterised simplified bound)
+  + ce_weight * CE(rounding(f(h^n, n)), v) + h0_ce_weight * CE(rounding(h^0), v) (Diffusion-LM's
+  end-to-end terms, Li et al. 2022), one diffusion step per sequence, drawn uniformly or by the
+  loss-aware importance sampler (`diffrec.step_sampler`).
+- Inference (`diffrec.samplers`): [last items, slot]; the slot starts from N(0, I) at step N and is
+  denoised by the `ancestral`, `strided` (DDIM, deterministic) or `average` (m one-call samples,
+  averaged probabilities) sampler.
+
+Deviations and choices:
+- Every training target is used every epoch (as SASRec does), not one target per user: one encoder
+  call holds the history stream and one noisy slot per target ("two streams", see
+  `diffrec.denoiser`); each slot attends to its own history prefix and itself only, so its output
+  equals the inference computation on that prefix (tested). One diffusion step n is drawn per
+  sequence and shared by all its targets, so that z_n can be added at every position exactly as the
+  paper says; the importance sampler therefore works per sequence (its loss = the mean over the
+  sequence's targets).
+- Window: the slot takes the last of the `max_len` positions, so inference keeps the last
+  max_len - 1 history items ([v_2, ..., v_T, slot] when the history fills the window); training
+  drops the oldest input column of a full window for the same reason (at most one of a long user's
+  targets per epoch). Position ids follow benchmark.layers.position_ids like SASRec's.
+- Scales: item vectors are E(v) * sqrt(d) (as SASRec's inputs) both as history tokens and as h^0,
+  embeddings initialised with std `init_std`. z_n goes through a DDPM-style MLP (d -> 4d -> d, SiLU)
+  initialised small, because the raw sinusoid (norm sqrt(d/2)) drowned the history in a prototype.
+- Rounding weight W is the item table E (`tie_rounding`, as SASRec's output layer); the output
+  bias b is off by default (`rounding_bias`): with a free bias and a heavy MSE weight a prototype
+  collapsed to ranking by the bias alone.
+- MSE is the mean over the d coordinates (not the sum), so `mse_weight` does not depend on d; the
+  MSE target h^0 is the sampled embedding-transition vector and its gradient reaches E (end to end,
+  as in Diffusion-LM).
+- Losses are averaged over real targets (as SASRec); importance weights 1/(N p_n) multiply each
+  target's loss.
+- Linear betas are given for a 1000-step chain and rescaled by 1000/N (improved DDPM); cosine and
+  sqrt schedules have no range parameters (see `diffrec.schedule`).
+- `noise="sequence"` at inference noises the history to the current step n with fresh noise at
+  every denoiser call (the same joint noise level the model was trained on).
+- `average` averages probabilities (the paper: "average the rounded results"); `ancestral` and
+  `strided` round their final hhat^0 once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.layers import position_ids
+from benchmark.model import Batch, SeqRecModel
+from diffrec.denoiser import DSR, step_embedding
+from diffrec.samplers import SamplerKind, ancestral, average, strided
+from diffrec.schedule import ScheduleKind, make_betas, make_schedule, q_sample
+from diffrec.step_sampler import StepSampling, make_step_sampler
+
+
+@dataclass(frozen=True)
+class DiffRecConfig:
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.3
+    init_std: float = 0.02
+    noise: Literal["target", "sequence"] = "target"
+    steps: int = 50  # N
+    schedule: ScheduleKind = "linear"
+    beta_start: float = 1e-4  # linear schedule only, for a 1000-step chain (rescaled by 1000 / N)
+    beta_end: float = 0.02
+    beta0: float = 1e-4  # variance of the embedding transition h^0 ~ N(E(v), beta0 I)
+    mse_weight: float = 1.0
+    ce_weight: float = 1.0
+    h0_ce_weight: float = 0.0
+    tie_rounding: bool = True  # W = item embedding table
+    rounding_bias: bool = False
+    step_sampling: StepSampling = "uniform"
+    sampler: SamplerKind = "average"
+    sampler_steps: int = 10  # k of the strided sampler
+    samples: int = 4  # m of the average sampler
+
+    def __post_init__(self):
+        if self.hidden <= 0 or self.layers <= 0 or self.heads <= 0 or self.hidden % 2:
+            raise ValueError("hidden, layers and heads must be positive and hidden even")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout {self.dropout} must be in [0, 1)")
+        if self.steps < 1 or self.sampler_steps < 1 or self.samples < 1:
+            raise ValueError("steps, sampler_steps and samples must be >= 1")
+        if not 0 < self.beta_start <= self.beta_end < 1:
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        if min(self.beta0, self.mse_weight, self.ce_weight, self.h0_ce_weight) < 0:
+            raise ValueError("beta0 and the loss weights must be >= 0")
+        if self.mse_weight + self.ce_weight + self.h0_ce_weight == 0:
+            raise ValueError("at least one loss weight must be positive")
+
+
+class DiffRec(SeqRecModel):
+    def __init__(self, cfg: DiffRecConfig, *, n_items: int, max_len: int):
+        super().__init__(n_items, max_len)
+        if max_len < 2:
+            raise ValueError("DiffRec needs max_len >= 2 (at least one history item and the slot)")
+        self.cfg = cfg
+        d = cfg.hidden
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.dsr = DSR(d, cfg.layers, cfg.heads, cfg.dropout, max_len)
+        self.out = None if cfg.tie_rounding else nn.Linear(d, n_items + 1, bias=False)
+        self.bias = nn.Parameter(torch.zeros(n_items + 1)) if cfg.rounding_bias else None
+        self.schedule = make_schedule(make_betas(cfg.schedule, cfg.steps, cfg.beta_start, cfg.beta_end))
+        self.step_sampler = make_step_sampler(cfg.step_sampling, cfg.steps)
+        self.apply(self._init)
+
+    def _init(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        """(...,) item ids -> (..., d) the vectors that are diffused and attended to: E(v) sqrt(d)."""
+        return self.item_emb(items) * self.cfg.hidden**0.5
+
+    def logits(self, h0: torch.Tensor) -> torch.Tensor:
+        """Rounding transition W h^0 + b: (..., d) -> (..., n_items + 1), padding column -inf."""
+        weight = self.item_emb.weight if self.out is None else self.out.weight
+        logits = h0 @ weight.T
+        if self.bias is not None:
+            logits = logits + self.bias
+        logits[..., 0] = float("-inf")
+        return logits
+
+    def loss(self, batch: Batch):
+        cfg = self.cfg
+        inputs, targets = batch.inputs[:, -(self.max_len - 1) :], batch.targets[:, -(self.max_len - 1) :]  # (B, L)
+        B, L = inputs.shape
+        keep, real = inputs > 0, targets > 0
+        sched = self.schedule.to(inputs.device)
+        n, weight = self.step_sampler.sample(B, inputs.device)  # (B,), (B,)
+        history = self.embed(inputs)  # (B, L, d)
+        h0 = self.embed(targets)
+        h0 = h0 + cfg.beta0**0.5 * torch.randn_like(h0)  # embedding transition
+        hn = q_sample(sched, h0, n, torch.randn_like(h0))  # (B, L, d): the target of every prefix, at step n
+        if cfg.noise == "sequence":
+            history = q_sample(sched, history, n, torch.randn_like(history))
+        cols = torch.arange(L, device=inputs.device)
+        f = self.dsr(history, keep, hn, cols, n, position_ids(L + 1, self.max_len, inputs.device))  # (B, L, d)
+
+        mse = (f - h0).pow(2).mean(-1)[real]  # (M,)
+        ce = F.cross_entropy(self.logits(f[real]), targets[real], reduction="none")
+        per_target = cfg.mse_weight * mse + cfg.ce_weight * ce
+        if cfg.h0_ce_weight:
+            per_target = per_target + cfg.h0_ce_weight * F.cross_entropy(self.logits(h0[real]), targets[real], reduction="none")
+        seq_of = torch.arange(B, device=inputs.device)[:, None].expand(B, L)[real]  # (M,) sequence of each target
+        per_seq = torch.zeros(B, device=inputs.device).index_add_(0, seq_of, per_target.detach()) / real.sum(1).clamp(min=1)
+        self.step_sampler.update(n, per_seq)
+        loss = (weight[seq_of] * per_target).mean()
+        return loss, {"mse": float(mse.detach().mean()), "ce": float(ce.detach().mean())}
+
+    def score(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        seqs = seqs[:, -(self.max_len - 1) :]  # the slot takes the last position
+        B, w = seqs.shape
+        keep = seqs > 0
+        sched = self.schedule.to(seqs.device)
+        history = self.embed(seqs)  # (B, w, d)
+        cols = torch.tensor([w - 1], device=seqs.device)
+        positions = position_ids(w + 1, self.max_len, seqs.device)
+
+        def denoise(h: torch.Tensor, n: int) -> torch.Tensor:  # (B, d) h^n -> (B, d) hhat^0
+            steps = torch.full((B,), n, dtype=torch.long, device=seqs.device)
+            hist = history
+            if cfg.noise == "sequence":
+                hist = q_sample(sched, history, steps, torch.randn(history.shape, generator=generator, device=seqs.device))
+            return self.dsr(hist, keep, h[:, None], cols, steps, positions)[:, 0]
+
+        def rounding(h0: torch.Tensor) -> torch.Tensor:
+            return F.log_softmax(self.logits(h0), dim=-1)
+
+        shape = (B, cfg.hidden)
+        if cfg.sampler == "ancestral":
+            return ancestral(denoise, rounding, sched, shape, generator, device=seqs.device)
+        if cfg.sampler == "strided":
+            return strided(denoise, rounding, sched, shape, generator, cfg.sampler_steps, device=seqs.device)
+        return average(denoise, rounding, sched, shape, generator, cfg.samples, device=seqs.device)
+
+    @torch.no_grad()
+    def epoch_diagnostics(self, valid_inputs: torch.Tensor) -> dict[str, float]:
+        """Relative scales of the inputs (a step embedding that dwarfs the items drowns the history)."""
+        items = self.embed(torch.arange(1, self.n_items + 1, device=valid_inputs.device)).norm(dim=-1).mean()
+        n = torch.arange(1, self.cfg.steps + 1, device=valid_inputs.device)
+        steps = self.dsr.step_mlp(step_embedding(n, self.cfg.hidden)).norm(dim=-1).mean()
+        return {"item_norm": float(items), "step_norm": float(steps)}

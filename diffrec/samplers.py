@@ -1,0 +1,77 @@
+"""Reverse-process samplers: an explicit loop over a `step` function, no logging inside.
+
+Every sampler takes
+- `denoise(h_n, n) -> hhat^0`: the x0-parameterised network for one step n (an int in 1..N),
+  h_n and hhat^0 of shape (B, d);
+- `rounding(hhat^0) -> (B, V)` log-probabilities log p(v | hhat^0) of the rounding transition;
+- a `torch.Generator` for every random draw, so the scores are reproducible,
+and returns (B, V) scores. The slot starts from h^N ~ N(0, I).
+
+- `ancestral`: all N steps of p(h^{n-1} | h^n) = q(h^{n-1} | h^n, hhat^0) (DDPM eqs. 6-7 with the
+  model's hhat^0 in place of h^0); the last step's hhat^0 is rounded.
+- `strided`: the deterministic DDIM update (Song et al. 2021, eq. 12 with sigma = 0) over k steps
+  evenly spaced from N down to 1.
+- `average`: DiffRec's efficient inference (Du et al. 2023): m independent h^N, each denoised to
+  hhat^0 in one call at step N; the m rounded distributions are averaged (mean of probabilities,
+  returned as its log).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal
+
+import torch
+
+from diffrec.schedule import Schedule, _at
+
+SamplerKind = Literal["ancestral", "strided", "average"]
+Denoise = Callable[[torch.Tensor, int], torch.Tensor]
+Rounding = Callable[[torch.Tensor], torch.Tensor]
+
+
+def ancestral_step(sched: Schedule, h_n: torch.Tensor, n: int, h0_hat: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """h^{n-1} = mu~_n(h^n, hhat^0) + sqrt(beta~_n) noise   (DDPM eqs. 6-7)."""
+    step = torch.full(h_n.shape[:1], n, dtype=torch.long, device=h_n.device)
+    mean = _at(sched.posterior_coef_h0, step, h0_hat) * h0_hat + _at(sched.posterior_coef_hn, step, h_n) * h_n
+    return mean + _at(sched.posterior_var, step, h_n).sqrt() * noise
+
+
+def ddim_step(sched: Schedule, h_n: torch.Tensor, n: int, n_prev: int, h0_hat: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM update from step n to n_prev < n (eta = 0; n_prev = 0 returns hhat^0)."""
+    eps_hat = (h_n - sched.sqrt_abar[n] * h0_hat) / sched.sqrt_one_minus_abar[n]
+    return sched.sqrt_abar[n_prev] * h0_hat + sched.sqrt_one_minus_abar[n_prev] * eps_hat
+
+
+def strided_steps(steps: int, k: int) -> list[int]:
+    """k steps (at most N) evenly spaced from N down to 1, distinct, descending."""
+    if k < 1:
+        raise ValueError(f"sampler_steps must be >= 1, got {k}")
+    return sorted({round(x) for x in torch.linspace(steps, 1, min(k, steps)).tolist()}, reverse=True)
+
+
+@torch.inference_mode()
+def ancestral(denoise: Denoise, rounding: Rounding, sched: Schedule, shape: tuple[int, int], generator: torch.Generator, device=None) -> torch.Tensor:
+    h = torch.randn(shape, generator=generator, device=device)
+    for n in range(sched.steps, 1, -1):
+        h = ancestral_step(sched, h, n, denoise(h, n), torch.randn(shape, generator=generator, device=device))
+    return rounding(denoise(h, 1))
+
+
+@torch.inference_mode()
+def strided(denoise: Denoise, rounding: Rounding, sched: Schedule, shape: tuple[int, int], generator: torch.Generator, k: int, device=None) -> torch.Tensor:
+    steps = strided_steps(sched.steps, k)
+    h = torch.randn(shape, generator=generator, device=device)
+    for n, n_prev in zip(steps[:-1], steps[1:]):
+        h = ddim_step(sched, h, n, n_prev, denoise(h, n))
+    return rounding(denoise(h, steps[-1]))
+
+
+@torch.inference_mode()
+def average(denoise: Denoise, rounding: Rounding, sched: Schedule, shape: tuple[int, int], generator: torch.Generator, m: int, device=None) -> torch.Tensor:
+    if m < 1:
+        raise ValueError(f"samples must be >= 1, got {m}")
+    total = None
+    for _ in range(m):
+        logp = rounding(denoise(torch.randn(shape, generator=generator, device=device), sched.steps))
+        total = logp if total is None else torch.logaddexp(total, logp)
+    return total - math.log(m)

@@ -1,0 +1,58 @@
+import math
+
+import torch
+
+from benchmark.layers import position_ids
+from diffrec.denoiser import DSR, step_embedding, two_stream_mask
+
+
+def test_step_embedding_matches_formula():
+    d = 6
+    z = step_embedding(torch.tensor([0, 3]), d)
+    assert z.shape == (2, d)
+    for j in range(d // 2):
+        w = 10000 ** (2 * j / d)
+        assert float(z[1, 2 * j]) == torch.tensor(math.sin(3 / w)).float().item()
+        assert abs(float(z[1, 2 * j + 1]) - math.cos(3 / w)) < 1e-6
+    torch.testing.assert_close(z[0], torch.tensor([0.0, 1.0] * 3))
+
+
+def test_two_stream_mask():
+    keep = torch.tensor([[False, True, True]])
+    m = two_stream_mask(keep, torch.arange(3))[0, 0]
+    expected = torch.tensor(
+        [
+            # clean 0..2 (column 0 is padding), noisy 0..2
+            [1, 0, 0, 0, 0, 0],
+            [0, 1, 0, 0, 0, 0],
+            [0, 1, 1, 0, 0, 0],
+            [0, 0, 0, 1, 0, 0],  # noisy 0 follows padding: itself only
+            [0, 1, 0, 0, 1, 0],
+            [0, 1, 1, 0, 0, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(m, expected)
+
+
+def test_noisy_token_equals_network_on_its_prefix_alone():
+    """The training pass (every prefix at once) computes exactly the inference computation."""
+    torch.manual_seed(0)
+    d, L, max_len = 16, 6, 10
+    dsr = DSR(d, layers=2, heads=2, dropout=0.0, max_len=max_len).eval()
+    history = torch.randn(3, L, d)
+    keep = torch.ones(3, L, dtype=torch.bool)
+    keep[0, :2] = False  # a left-padded row
+    history = history * keep[..., None]
+    noisy = torch.randn(3, L, d)
+    n = torch.tensor([1, 5, 9])
+    positions = position_ids(L + 1, max_len)
+    full = dsr(history, keep, noisy, torch.arange(L), n, positions)  # (3, L, d)
+    for j in range(L):
+        alone = dsr(history[:, : j + 1], keep[:, : j + 1], noisy[:, j : j + 1], torch.tensor([j]), n, positions[: j + 2])
+        rows = keep[:, j]
+        torch.testing.assert_close(full[rows, j], alone[rows, 0], atol=1e-5, rtol=1e-5)
+    # and the future does matter for the last slot, so the comparison above is not vacuous
+    changed = history.clone()
+    changed[:, -2] = torch.randn(3, d)  # (a constant shift would vanish in the pre-LayerNorm)
+    assert not torch.allclose(dsr(changed, keep, noisy, torch.arange(L), n, positions)[:, -1], full[:, -1])

@@ -1,0 +1,117 @@
+import dataclasses
+
+import pytest
+import torch
+
+from benchmark.config import ConfigError, build_config
+from benchmark.model import Batch
+from diffrec.model import DiffRec, DiffRecConfig
+
+N_ITEMS, MAX_LEN = 30, 8
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    return DiffRec(DiffRecConfig(hidden=16, steps=10, dropout=0.0, **kw), n_items=N_ITEMS, max_len=MAX_LEN)
+
+
+def batch():
+    inputs = torch.tensor([[0, 0, 0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 9, 10]])
+    targets = torch.tensor([[0, 0, 0, 0, 4, 5, 6, 7], [2, 3, 4, 5, 6, 7, 8, 9], [0, 0, 0, 0, 0, 0, 10, 11]])
+    return Batch(inputs, targets, torch.arange(3))
+
+
+def capture_dsr_calls(model):
+    calls = []
+    model.dsr.register_forward_hook(lambda mod, args, out: calls.append((args, out)))
+    return calls
+
+
+@pytest.mark.parametrize("noise", ["target", "sequence"])
+def test_target_noising_leaves_history_bit_identical(noise):
+    model = make(noise=noise)
+    calls = capture_dsr_calls(model)
+    loss, logs = model.loss(batch())
+    assert torch.isfinite(loss) and {"mse", "ce"} <= set(logs)
+    history = calls[0][0][0]
+    clean = model.embed(batch().inputs[:, -(MAX_LEN - 1) :])
+    assert torch.equal(history, clean) == (noise == "target")
+    model.eval()
+    model.score(batch().inputs, torch.Generator().manual_seed(0))
+    assert torch.equal(calls[-1][0][0], model.embed(batch().inputs[:, -(MAX_LEN - 1) :])) == (noise == "target")
+
+
+def test_training_slot_equals_inference_slot_on_the_same_window():
+    """The last training slot sees exactly what inference sees: same history, positions and network."""
+    model = make().eval()
+    calls = capture_dsr_calls(model)
+    with torch.no_grad():
+        model.loss(batch())
+        model.score(batch().inputs, torch.Generator().manual_seed(0))
+    (h_t, keep_t, noisy_t, cols_t, n_t, pos_t), out_t = calls[0]
+    (h_s, keep_s, _, cols_s, _, pos_s), _ = calls[1]
+    assert torch.equal(h_t, h_s) and torch.equal(keep_t, keep_s)  # training drops the oldest column, like inference
+    again = model.dsr(h_s, keep_s, noisy_t[:, -1:], cols_s, n_t, pos_s)[:, 0]
+    torch.testing.assert_close(again, out_t[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "strided", "average"])
+def test_scores_are_reproducible_under_a_seeded_generator(sampler):
+    model = make(sampler=sampler, sampler_steps=3, samples=2).eval()
+    seqs = batch().inputs
+    a = model.score(seqs, torch.Generator().manual_seed(0))
+    b = model.score(seqs, torch.Generator().manual_seed(0))
+    c = model.score(seqs, torch.Generator().manual_seed(1))
+    assert a.shape == (3, N_ITEMS + 1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.isfinite(a[:, 1:]).all()
+
+
+def test_average_sampler_equals_mean_of_one_step_predictions():
+    model = make(samples=3).eval()
+    one = make(samples=1).eval()
+    one.load_state_dict(model.state_dict())
+    seqs = batch().inputs
+    g = torch.Generator().manual_seed(5)
+    expected = torch.stack([one.score(seqs, g).exp() for _ in range(3)]).mean(0).log()
+    torch.testing.assert_close(model.score(seqs, torch.Generator().manual_seed(5)), expected)
+
+
+def test_padding_is_inert_in_scoring():
+    model = make().eval()
+    seqs = batch().inputs
+    # the same short row alone (cut to its length) scores like inside the padded batch, with the same noise
+    alone = model.score(seqs[2:, -2:], torch.Generator().manual_seed(0))
+    padded = model.score(seqs[2:], torch.Generator().manual_seed(0))
+    torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
+
+
+def test_importance_sampling_records_losses_and_weights_the_loss():
+    model = make(step_sampling="importance")
+    for _ in range(100):
+        model.loss(batch())
+    assert int(model.step_sampler.counts.sum()) == 300  # one step per sequence per call
+    assert model.step_sampler.warmed_up()
+    sample = model.step_sampler.sample
+    model.step_sampler.update = lambda n, losses: None  # keep the distribution fixed for the comparison
+    torch.manual_seed(1)
+    plain, _ = model.loss(batch())
+    model.step_sampler.sample = lambda b, device=None: (lambda n, w: (n, 2 * w))(*sample(b, device))
+    torch.manual_seed(1)
+    doubled, _ = model.loss(batch())
+    torch.testing.assert_close(doubled, 2 * plain)
+
+
+def test_rounding_ties_output_to_item_table_and_bias_is_optional():
+    tied, free = make(), make(tie_rounding=False, rounding_bias=True)
+    h = torch.randn(2, 16)
+    torch.testing.assert_close(tied.logits(h)[:, 1:], (h @ tied.item_emb.weight.T)[:, 1:])
+    assert free.bias is not None and free.out is not None and tied.bias is None
+    assert torch.isinf(tied.logits(h)[:, 0]).all()
+
+
+def test_bad_configs_are_rejected():
+    for bad in ({"noise": "history"}, {"sampler": "dpm"}, {"steps": 0}, {"samples": 0}, {"mse_weight": -1}, {"hidden": 15}, {"beta_end": 2.0}):
+        with pytest.raises(ConfigError):
+            build_config(DiffRecConfig, bad)
+    assert dataclasses.asdict(build_config(DiffRecConfig, {"steps": "200"}))["steps"] == 200

@@ -1,0 +1,83 @@
+"""DiffuRec pieces on hand-computed values, and reproducible sampling under a seeded generator."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from baselines.diffurec import DiffuRec, DiffuRecConfig, all_prefixes, rounding_logits, step_embedding, truncated_linear_betas
+from benchmark.model import Batch
+
+
+def test_truncated_linear_schedule_endpoints():
+    betas = truncated_linear_betas(32)  # scale 1000/32 = 31.25
+    assert len(betas) == 32
+    assert betas[0].item() == pytest.approx(31.25 * 1e-4 + 0.01)  # 0.013125
+    assert betas[-1].item() == pytest.approx(31.25 * 0.02 + 0.01)  # 0.635
+    short = truncated_linear_betas(10)  # 100 * 0.02 + 0.01 > 1: the end falls back to 100 * 0.001 + 0.01
+    assert (short[0].item(), short[-1].item()) == pytest.approx((0.02, 0.11))
+
+
+def test_step_embedding_values():
+    emb = step_embedding(torch.tensor([0.0, 1.0]), 4)  # frequencies 1 and 10000^(-1/2) = 0.01
+    expected = torch.tensor([[1.0, 1.0, 0.0, 0.0], [math.cos(1), math.cos(0.01), math.sin(1), math.sin(0.01)]])
+    torch.testing.assert_close(emb, expected)
+    assert step_embedding(torch.tensor([3.0]), 5)[0, -1] == 0  # odd sizes are zero-padded
+
+
+def test_all_prefixes_lists_every_history_target_pair():
+    inputs = torch.tensor([[0, 5, 6, 7], [1, 2, 3, 4]])
+    targets = torch.tensor([[0, 6, 7, 8], [0, 0, 4, 9]])  # row 1 has only two targets
+    seqs, tgt = all_prefixes(inputs, targets)
+    assert seqs.tolist() == [[0, 0, 0, 5], [0, 0, 5, 6], [0, 5, 6, 7], [0, 1, 2, 3], [1, 2, 3, 4]]
+    assert tgt.tolist() == [6, 7, 8, 4, 9]
+
+
+def test_rounding_cross_entropy_by_hand():
+    item_emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])  # row 0 = padding
+    logits = rounding_logits(torch.tensor([[1.0, 0.0]]), item_emb)
+    assert logits[0, 0] == float("-inf") and logits[0, 1:].tolist() == [1.0, 0.0, 2.0]
+    expected = math.log(math.e + 1 + math.e**2) - 1  # -log softmax of item 1 among items 1..3
+    assert F.cross_entropy(logits, torch.tensor([1])).item() == pytest.approx(expected)
+
+
+def test_posterior_step_matches_ho_et_al():
+    model = DiffuRec(DiffuRecConfig(hidden=8, layers=1, heads=1, steps=4), n_items=5, max_len=6)
+    betas = truncated_linear_betas(4)
+    abar = torch.cumprod(1 - betas, 0)
+    x0, xs = torch.randn(2, 8), torch.randn(2, 8)
+    # s = 0: the posterior mean is x0_hat itself and no noise is added
+    torch.testing.assert_close(model.reverse_step(x0, xs, 0, None), x0)
+    # s = 2, zero noise: eq. 7 of Ho et al. 2020
+    c0 = betas[2] * abar[1].sqrt() / (1 - abar[2])
+    cs = (1 - abar[1]) * (1 - betas[2]).sqrt() / (1 - abar[2])
+    torch.testing.assert_close(model.reverse_step(x0, xs, 2, torch.zeros_like(x0)), (c0 * x0 + cs * xs).float())
+    # forward: x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s) eps
+    eps = torch.randn(2, 8)
+    s = torch.tensor([0, 3])
+    torch.testing.assert_close(model.q_sample(x0, s, eps), (abar[s, None].sqrt() * x0 + (1 - abar[s, None]).sqrt() * eps).float())
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_sampling_is_reproducible_under_a_seeded_generator(window):
+    torch.manual_seed(0)
+    model = DiffuRec(DiffuRecConfig(hidden=16, layers=1, heads=2, steps=8, window=window), n_items=30, max_len=10).eval()
+    seqs = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    a = model.score(seqs, torch.Generator().manual_seed(7))
+    b = model.score(seqs, torch.Generator().manual_seed(7))
+    c = model.score(seqs, torch.Generator().manual_seed(8))
+    assert a.shape == (2, 31) and torch.isfinite(a).all()
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)  # the generator really drives the sampling
+
+
+@pytest.mark.parametrize("targets", [0, 1])
+def test_padding_row_never_learns(targets):
+    torch.manual_seed(0)
+    model = DiffuRec(DiffuRecConfig(hidden=16, layers=1, heads=2, steps=4, targets=targets), n_items=9, max_len=6)
+    inputs, targets_ = torch.tensor([[0, 1, 2], [3, 4, 5]]), torch.tensor([[0, 2, 3], [4, 5, 6]])
+    loss, _ = model.loss(Batch(inputs, targets_, torch.arange(2)))
+    loss.backward()
+    grad = model.item_emb.weight.grad
+    assert torch.isfinite(loss) and grad[1:].abs().sum() > 0
+    assert grad[0].abs().sum() == 0  # left out of the softmax, masked in attention

@@ -1,0 +1,119 @@
+"""Reports from run records: Holm correction, paired tests, the paper-layout tables (bold best,
+underlined second, significance mark), the protocol card, figures and the generated README."""
+import numpy as np
+import pytest
+
+from benchmark import report
+from benchmark.metrics import metrics_from_ranks
+from benchmark.records import write_json_atomic
+
+N_USERS = 200
+
+
+def test_holm_golden_values():
+    np.testing.assert_allclose(report.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(report.holm([0.5, 0.9]), [1.0, 1.0])
+    np.testing.assert_allclose(report.holm([0.2]), [0.2])
+
+
+def test_paired_pvalue():
+    a = np.linspace(0, 1, 50)
+    assert report.paired_pvalue(a, a) == 1.0
+    assert report.paired_pvalue(a + 0.1, a) < 1e-6
+    with pytest.raises(ValueError, match="same users"):
+        report.paired_pvalue(a, a[:10])
+
+
+def fake_record(dataset, model, seed, ranks, *, tag="default", config=None, curve=None, suite="demo", eval_seconds=1.0):
+    ranks = np.asarray(ranks)
+    masked = np.maximum(ranks - 1, 0)
+    metrics = metrics_from_ranks(ranks)
+    return {
+        "key": f"{dataset}__{model}__{tag}__s{seed}__0000000000",
+        "suite": suite,
+        "tag": tag,
+        "dataset": {"name": dataset, "users": 1000, "items": 500, "users_used": len(ranks), "sha256": f"{dataset}-sha"},
+        "model": model,
+        "model_about": f"{model} about",
+        "seed": seed,
+        "config": {"model": {"hidden": 16, **(config or {})}, "train": {"epochs": 3, "time_budget_s": 0.0}, "data": {}},
+        "tuning": {},
+        "protocol": {"split": "leave-one-out", "max_len": 50, "ranking": "full", "ties": "pessimistic", "masking": "both", "selection": "validation NDCG@10", "early_stopping": "patience 2"},
+        "environment": {"git_commit": "abc123", "device": "cpu", "packages": {"torch": "2.13"}, "python": "3.11"},
+        "finished_at": f"2026-01-01T00:00:0{seed}",
+        "params": 12345,
+        "timings": {"train_seconds": 10.0 + seed, "eval_seconds_test": eval_seconds},
+        "curve": curve or [{"epoch": 1, "loss": 1.0, "valid": {"NDCG@10": 0.1}}, {"epoch": 2, "loss": 0.5, "valid": {"NDCG@10": 0.2}}],
+        "metrics": {"valid": metrics, "test": metrics, "valid_masked": metrics_from_ranks(masked), "test_masked": metrics_from_ranks(masked)},
+        "per_user": {"test_ranks": ranks.tolist(), "test_ranks_masked": masked.tolist()},
+    }
+
+
+@pytest.fixture
+def results(tmp_path):
+    """Two datasets, three seeds: on "good" diffrec is clearly best, on "tie" it equals sasrec-ce."""
+    rng = np.random.default_rng(0)
+    records = []
+    for seed in range(3):
+        base = rng.integers(0, 60, N_USERS)
+        records += [
+            fake_record("good", "diffrec", seed, base // 4),
+            fake_record("good", "sasrec-ce", seed, base),
+            fake_record("good", "pop", seed, base + 30),
+            fake_record("tie", "diffrec", seed, base),
+            fake_record("tie", "sasrec-ce", seed, base),
+            fake_record("tie", "pop", seed, base + 30),
+        ]
+    records.append(fake_record("good", "svae", 0, base + 5, curve=[{"epoch": 1, "loss": 1.0, "active_units": 3, "valid": {"NDCG@10": 0.1}}]))
+    for steps in (5, 50):
+        for sampler in ("ancestral", "strided"):
+            records.append(fake_record("good", "diffrec", 0, base // (2 if sampler == "strided" else 3), tag=f"steps={steps},sampler={sampler}", config={"steps": steps, "sampler": sampler, "sampler_steps": 5, "samples": 2}, eval_seconds=steps / 10))
+    for noise in ("target", "sequence"):
+        records.append(fake_record("good", "diffrec", 0, base // 2, tag=f"noise={noise}", config={"noise": noise}))
+    records.append(fake_record("good", "sasrec-ce", 0, base, suite="smoke"))
+    for r in records:
+        write_json_atomic(tmp_path / "runs" / f"{r['key']}.json", r)
+    return tmp_path
+
+
+def test_tables_mark_best_second_and_significance(results):
+    paths = report.write_report(results, suites=["demo"])
+    md = (results / "tables" / "demo.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| Model")}
+    diffrec, sasrec, pop = (rows[m].strip("|").split(" | ") for m in ("diffrec", "sasrec-ce", "pop"))
+    assert diffrec[5].startswith("**") and diffrec[5].endswith("†**")  # best and significant (good NDCG@10)
+    assert sasrec[5].startswith("<u>") and not pop[5].startswith(("**", "<u>"))
+    assert " ± " in diffrec[5] and "svae" in rows  # std over 3 seeds; a one-seed model says so
+    assert "(n=1)" in rows["svae"]
+    tie_columns = diffrec[9:15]
+    assert not any("†" in c for c in tie_columns)  # equal per-user ranks: p = 1, no mark
+    assert md.index("## Unmasked") < md.index("## History-masked") and md.count("Protocol card") == 2
+    for needle in ("good-sha", "tie-sha", "abc123", "seeds**: 0, 1, 2", "pop: defaults (untuned)", "12.3K"):
+        assert needle in md, needle
+    tex = (results / "tables" / "demo.tex").read_text()
+    for needle in (r"\toprule", r"\cmidrule(lr){2-9}", r"\cmidrule(lr){10-17}", r"\multicolumn{8}{c}{good}", r"\textbf{", r"\underline{", r"$^\dagger$", r"\bottomrule", "% datasets:"):
+        assert needle in tex, needle
+    sig = (results / "tables" / "demo_significance.csv").read_text()
+    assert sig.count("\n") == 1 + 2 * 2 * 6  # header + 2 tables x 2 datasets x 6 metrics
+    assert results / "README.md" in paths
+
+
+def test_figures_and_readme(results):
+    report.write_report(results)
+    figures = results / "figures" / "demo"
+    for name in ("ndcg_vs_steps", "noise_target_vs_sequence", "quality_vs_cost", "validation_curves", "diagnostics_svae"):
+        assert (figures / f"{name}.png").stat().st_size > 1000 and (figures / f"{name}.pdf").exists(), name
+    assert not (figures / "diagnostics_pop.png").exists()  # nothing beyond loss and validation to show
+    readme = (results / "README.md").read_text()
+    assert "## Suite `demo`" in readme and "## Suite `smoke`" in readme
+    assert "figures/demo/ndcg_vs_steps.png" in readme and "(figures/demo/ndcg_vs_steps.pdf)" in readme
+    assert "Missing cells: unknown" in readme  # "demo" is not a packaged suite
+    smoke = readme[readme.index("## Suite `smoke`") :]
+    assert "Missing cells (" in smoke and "ml-100k / diffrec / noise=sequence / seed 0" in smoke
+    ablations = (results / "tables" / "demo_ablations.md").read_text()
+    assert "steps=50,sampler=strided" in ablations and "noise=sequence" in ablations
+
+
+def test_cli_without_records_fails_clearly(tmp_path, capsys):
+    assert report.main(["--out", str(tmp_path)]) == 2
+    assert "no run records" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""Resume: a suite killed with SIGKILL and started again finishes every cell exactly once; the
+smoke suite (tuning, ablations, resume, report) runs end to end."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmark.records import PROJECT_ROOT, write_json_atomic
+from benchmark.run import is_done, record_path, remove_stale_temps, run_suite
+from benchmark.suite import load_suite_file, resolve_suite
+from tests.synthetic import chain_dataset, write_sequences
+
+SUITE = """
+datasets = [{file = "chain.txt", format = "sequences"}]
+models = ["sasrec-ce"]
+seeds = [0, 1, 2, 3, 4]
+[train]
+epochs = 4
+eval_every = 1
+batch_size = 32
+[model.all]
+hidden = 16
+"""
+
+
+def run_command(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys, torch; torch.set_num_threads(1); from benchmark.run import main; sys.exit(main())", *args]
+
+
+def child_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+
+
+def test_kill_9_then_restart_finishes_every_cell_exactly_once(tmp_path):
+    write_sequences(tmp_path / "chain.txt", chain_dataset(users=300))
+    (tmp_path / "tiny.toml").write_text(SUITE)
+    suite = resolve_suite(*load_suite_file(str(tmp_path / "tiny.toml")))
+    expected = {c.key for c in suite.cells}
+    out, runs = tmp_path / "out", tmp_path / "out" / "runs"
+    args = ["--suite", str(tmp_path / "tiny.toml"), "--out", str(out), "--no-progress", "--no-report"]
+
+    proc = subprocess.Popen(run_command(*args), cwd=PROJECT_ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(runs.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    first = {p.name: p.read_text() for p in runs.glob("*.json")}
+    assert 1 <= len(first) < len(expected), "the kill must land while cells are still left"
+
+    done = subprocess.run(run_command(*args), cwd=PROJECT_ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(first)} already done, {len(expected) - len(first)} to run" in done.stdout
+    records = {p.stem: json.loads(p.read_text()) for p in runs.glob("*.json")}
+    assert set(records) == expected  # no cell missing, none twice
+    assert sorted(r["seed"] for r in records.values()) == [0, 1, 2, 3, 4]
+    for name, text in first.items():
+        assert (runs / name).read_text() == text  # finished cells were not run again
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_existing_records_are_skipped_only_for_the_same_resolved_cell(tmp_path):
+    write_sequences(tmp_path / "chain.txt", chain_dataset(n_items=10, users=40))
+    raw = {"models": ["sasrec-ce"], "train": {"epochs": 1}, "model": {"all": {"hidden": 8}}}
+    suite = resolve_suite("t", raw, files=[(str(tmp_path / "chain.txt"), "sequences")])
+    (cell,) = suite.cells
+    assert not is_done(tmp_path, cell)
+    write_json_atomic(record_path(tmp_path, cell), {"cell": cell.identity()})
+    assert is_done(tmp_path, cell)
+    write_json_atomic(record_path(tmp_path, cell), {"cell": {**cell.identity(), "seed": 99}})
+    assert not is_done(tmp_path, cell)  # same file name, different cell: run again
+    record_path(tmp_path, cell).write_text("{trunc")
+    assert not is_done(tmp_path, cell)
+    stale = tmp_path / "runs" / f".{cell.key}.json.abc123.tmp"
+    stale.write_text("{")
+    assert remove_stale_temps(tmp_path) == [stale] and not stale.exists()
+    written = run_suite(suite, out=tmp_path, progress=False)
+    assert written == [record_path(tmp_path, cell)] and is_done(tmp_path, cell)
+    assert run_suite(suite, out=tmp_path, progress=False) == []
+
+
+@pytest.mark.slow
+def test_smoke_suite_tunes_ablates_resumes_and_reports(tmp_path):
+    """The CI smoke run, restricted to two models to stay short: tuning (2-trial studies),
+    DiffRec ablations, the report, then a second run that finds everything done."""
+    args = ["--suite", "smoke", "--models", "sasrec-ce", "diffrec", "--out", str(tmp_path), "--no-progress", "--threads", "1"]
+    first = subprocess.run(run_command(*args), cwd=PROJECT_ROOT, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    studies = sorted(p.parent.name for p in (tmp_path / "tuning").glob("*/best.json"))
+    assert [s.split("__")[1] for s in studies] == ["diffrec", "sasrec-ce"]
+    for study in studies:
+        best = json.loads((tmp_path / "tuning" / study / "best.json").read_text())
+        assert best["trials"] == 2 and best["budget"] == 2
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    tags = {r["tag"] for r in records}
+    assert "tuned" in tags and "noise=sequence" in tags and "steps=20,sampler=strided" in tags
+    assert all(r["tuning"]["trials"] == 2 for r in records if r["tag"] == "tuned")
+    for name in ("tables/smoke.md", "tables/smoke.tex", "README.md", "figures/smoke/ndcg_vs_steps.png", "figures/smoke/noise_target_vs_sequence.pdf"):
+        assert (tmp_path / name).exists(), name
+
+    again = subprocess.run(run_command(*args), cwd=PROJECT_ROOT, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{len(records)} already done, 0 to run" in again.stdout
+    assert again.stdout.count("2 of 2 trials done") == 2
+    assert len(list((tmp_path / "runs").glob("*.json"))) == len(records)

@@ -1,0 +1,152 @@
+"""Suites: validation before training, expansion into cells with stable keys, ablation grids,
+user files, command-line overrides, tuned parameters."""
+import json
+import shutil
+
+import pytest
+
+from benchmark import run
+from benchmark.config import ConfigError
+from benchmark.suite import best_params_path, load_suite_file, resolve_suite, suite_names, tuning_study
+from tests.synthetic import chain_dataset, write_sequences
+
+BASE = {"datasets": ["ml-100k"], "models": ["sasrec-ce"], "seeds": [0]}
+
+
+@pytest.fixture
+def chain_file(tmp_path):
+    return write_sequences(tmp_path / "chain.txt", chain_dataset(users=60))
+
+
+def test_packaged_suites_resolve_with_unique_stable_keys():
+    assert {"smoke", "quick", "paper", "full"} <= set(suite_names())
+    for name in suite_names():
+        first = resolve_suite(*load_suite_file(name))
+        again = resolve_suite(*load_suite_file(name))
+        keys = [c.key for c in first.cells]
+        assert keys and len(keys) == len(set(keys)), name
+        assert keys == [c.key for c in again.cells], name
+
+
+def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
+    suite = resolve_suite(*load_suite_file("paper"))
+    assert {c.dataset for c in suite.cells} == {"beauty", "toys", "ml-1m"}
+    main = [c for c in suite.cells if c.tag == "default"]
+    assert {c.seed for c in main} == {0, 1, 2, 3, 4}
+    tags = {c.tag for c in suite.cells if c.model == "diffrec"}
+    assert {"noise=target", "noise=sequence"} <= tags and any(t.startswith("steps=") for t in tags)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": 3}, "unknown key 'epochs'"),
+        ({"models": ["nosuchmodel"]}, "unknown model 'nosuchmodel'"),
+        ({"datasets": ["nosuchdata"]}, "unknown dataset 'nosuchdata'"),
+        ({"train": {"epoch": 3}}, "unknown key 'epoch'"),
+        ({"data": {"user": 3}}, r"\[data\]: unknown key 'user'"),
+        ({"model": {"sasrec-ce": {"hiden": 8}}}, "unknown key 'hiden'"),
+        ({"model": {"all": {"hiden": 8}}}, "known to none"),
+        ({"params": "best"}, "params must be"),
+        ({"tune": {"trails": 2}}, "unknown key 'trails'"),
+        ({"tune": {"models": ["sasrec"]}}, r"\[tune\] unknown model 'sasrec'"),
+        ({"tune": {"pruner": "hyperband"}}, "pruner must be"),
+        ({"seeds": [0.5]}, "list of integers"),
+        ({"ablation": [{"model": "nosuch", "points": [{"a": 1}]}]}, "ablation 1: unknown model 'nosuch'"),
+        ({"ablation": [{"model": "sasrec-ce", "grid": {"nosuchkey": [1]}}]}, "unknown key 'nosuchkey' for model sasrec-ce"),
+        ({"ablation": [{"model": "sasrec-ce", "grid": {"loss": ["hinge"]}}]}, "'hinge' is not one of"),
+        ({"ablation": [{"model": "sasrec-ce", "grid": {"dropout": [0.1]}, "points": [{"dropout": 0.2}]}]}, "exactly one of grid"),
+        ({"ablation": [{"model": "sasrec-ce", "grid": {"dropout": []}}]}, "non-empty list"),
+        ({"ablation": [{"model": "sasrec-ce", "points": [{"dropout": 0.1}], "seed": [1]}]}, "unknown key 'seed'"),
+    ],
+)
+def test_invalid_suites_are_rejected_with_the_bad_key_named(change, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_suite("t", {**BASE, **change})
+
+
+def test_diffrec_ablation_keys_are_validated():
+    ok = {"model": "diffrec", "grid": {"noise": ["target", "sequence"], "sampler": ["ancestral", "strided", "average"], "step_sampling": ["uniform", "importance"]}}
+    assert len(resolve_suite("t", {**BASE, "ablation": [ok]}).cells) == 1 + 12
+    with pytest.raises(ConfigError, match="'diagonal' is not one of"):
+        resolve_suite("t", {**BASE, "ablation": [{"model": "diffrec", "points": [{"noise": "diagonal"}]}]})
+
+
+def test_ablation_grid_expands_into_tagged_cells():
+    ab = {"model": "sasrec-ce", "grid": {"dropout": [0.1, 0.2], "train.lr": [0.001, 0.01]}, "fixed": {"layers": 1}, "seeds": [3, 4]}
+    suite = resolve_suite("t", {**BASE, "ablation": [ab]})
+    cells = [c for c in suite.cells if c.tag != "default"]
+    assert len(cells) == 2 * 2 * 2
+    assert sorted({c.tag for c in cells}) == ["dropout=0.1,train.lr=0.001", "dropout=0.1,train.lr=0.01", "dropout=0.2,train.lr=0.001", "dropout=0.2,train.lr=0.01"]
+    cell = next(c for c in cells if c.tag == "dropout=0.2,train.lr=0.01" and c.seed == 4)
+    assert (cell.model_config["dropout"], cell.model_config["layers"], cell.train_config["lr"]) == (0.2, 1, 0.01)
+    assert {c.seed for c in cells} == {3, 4}
+    main = [c for c in suite.cells if c.tag == "default"]
+    assert [c.model_config["layers"] for c in main] == [2]  # fixed settings stay inside the ablation
+
+
+def test_points_ablation_and_command_line_overrides(chain_file):
+    raw = {**BASE, "datasets": ["ml-100k", "beauty"], "ablation": [{"model": "sasrec-ce", "datasets": ["beauty"], "seeds": [7], "points": [{"dropout": 0.0}, {"layers": 1}]}]}
+    suite = resolve_suite("t", raw)
+    assert sorted((c.dataset, c.tag, c.seed) for c in suite.cells if c.tag != "default") == [("beauty", "dropout=0", 7), ("beauty", "layers=1", 7)]
+    only_ml = resolve_suite("t", raw, datasets=["ml-100k"], seeds=[1, 2])
+    assert {(c.dataset, c.tag) for c in only_ml.cells} == {("ml-100k", "default")}  # beauty's ablation dropped
+    assert sorted(c.seed for c in only_ml.cells) == [1, 2]
+    with_seeds = resolve_suite("t", raw, seeds=[1])
+    assert {c.seed for c in with_seeds.cells} == {1}  # --seeds overrides ablation seeds too
+    other_model = resolve_suite("t", raw, models=["sasrec-bce"])
+    assert {c.model for c in other_model.cells} == {"sasrec-bce"}
+    sets = resolve_suite("t", raw, sets={"sasrec-ce.hidden": "32", "train.epochs": "3", "data.users": "50", "tune.trials": "4"})
+    assert {(c.model_config["hidden"], c.train_config["epochs"], c.data_options["users"]) for c in sets.cells} == {(32, 3, 50)}
+    assert sets.tune["trials"] == 4
+    for bad, message in [({"nosuch.x": "1"}, "unknown scope"), ({"train.nope": "1"}, "unknown key 'nope'"), ({"sasrec-ce.hidden": "big"}, "not an integer")]:
+        with pytest.raises(ConfigError, match=message):
+            resolve_suite("t", raw, sets=bad)
+
+
+def test_user_files_are_keyed_by_content_not_path(tmp_path, chain_file):
+    suite_file = tmp_path / "mine.toml"
+    suite_file.write_text('datasets = [{file = "chain.txt", format = "sequences"}]\nmodels = ["sasrec-ce"]\n')
+    suite = resolve_suite(*load_suite_file(str(suite_file)))
+    (cell,) = suite.cells
+    assert cell.dataset == "chain" and cell.source["format"] == "sequences" and cell.source["file"] == str(chain_file.resolve())
+    moved = tmp_path / "elsewhere" / "chain.txt"
+    moved.parent.mkdir()
+    shutil.copy(chain_file, moved)
+    (same,) = resolve_suite("t", {"models": ["sasrec-ce"]}, files=[(str(moved), "sequences")]).cells
+    assert same.key == cell.key
+    moved.write_text(moved.read_text() + "61 1 2 3\n")
+    (changed,) = resolve_suite("t", {"models": ["sasrec-ce"]}, files=[(str(moved), "sequences")]).cells
+    assert changed.key != cell.key
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_suite("t", {"models": ["sasrec-ce"]}, files=[(str(tmp_path / "none.txt"), "sequences")])
+    with pytest.raises(ConfigError, match="format"):
+        resolve_suite("t", {"models": ["sasrec-ce"], "datasets": [{"file": str(chain_file), "format": "csv"}]})
+
+
+def test_tuned_params_come_from_the_exported_study(tmp_path):
+    raw = {**BASE, "params": "tuned", "ablation": [{"model": "sasrec-ce", "points": [{"layers": 1}]}]}
+    untuned = resolve_suite("t", raw, tuning_dir=tmp_path)
+    assert untuned.untuned == ("ml-100k/sasrec-ce",) and {c.tag for c in untuned.cells} == {"default", "layers=1"}
+    (base,) = untuned.tune_cells
+    study = tuning_study(base.dataset, base.model, base.key)
+    path = best_params_path(tmp_path, study)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"params": {"dropout": 0.45, "train.lr": 0.004}, "trials": 7, "best_value": 0.5}))
+    tuned = resolve_suite("t", raw, tuning_dir=tmp_path)
+    main = next(c for c in tuned.cells if c.tag == "tuned")
+    assert (main.model_config["dropout"], main.train_config["lr"], main.tuning["trials"]) == (0.45, 0.004, 7)
+    ablated = next(c for c in tuned.cells if c.tag == "layers=1")
+    assert (ablated.model_config["dropout"], ablated.model_config["layers"]) == (0.45, 1)  # ablations start from the tuned config
+    assert not tuned.untuned
+
+
+def test_cli_lists_and_rejects_bad_settings_before_training(capsys):
+    assert run.main(["--list"]) == 0
+    listing = capsys.readouterr().out
+    for word in ("smoke", "paper", "full", "sasrec-ce", "beauty", "yelp"):
+        assert word in listing
+    assert run.main(["--suite", "smoke", "--set", "sasrec-ce.hiden=3", "--out", "/nonexistent"]) == 2
+    assert "unknown key 'hiden'" in capsys.readouterr().err
+    assert run.main(["--suite", "nosuch"]) == 2
+    assert "unknown suite 'nosuch'" in capsys.readouterr().err

@@ -1,0 +1,111 @@
+"""Tuning: search spaces beside the models, trial 0 = defaults, pruning through fit's on_eval,
+the test set never read, exports, resumed studies, and two workers sharing one SQLite study."""
+import dataclasses
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import benchmark.run
+from benchmark import tune
+from benchmark.config import ConfigError
+from benchmark.suite import resolve_suite
+from tests.synthetic import chain_dataset, write_sequences
+
+RAW = {"models": ["sasrec-ce"], "train": {"epochs": 2, "eval_every": 1, "batch_size": 32}, "model": {"all": {"hidden": 16}}}
+SMALL_SPACE = {"train.lr": ("log", 1e-3, 1e-2), "dropout": ("float", 0.0, 0.5)}
+
+
+@pytest.fixture
+def base_cell(tmp_path):
+    path = write_sequences(tmp_path / "chain.txt", chain_dataset(n_items=20, users=80))
+    (cell,) = resolve_suite("t", RAW, files=[(str(path), "sequences")]).tune_cells
+    return cell
+
+
+class NoTestSet:
+    def __getattr__(self, name):
+        raise AssertionError(f"tuning read the test set (.{name})")
+
+
+@pytest.fixture
+def poisoned_test_set(monkeypatch):
+    """Every split that tuning loads has a test part that fails when touched."""
+    real = benchmark.run.leave_one_out
+    monkeypatch.setattr(benchmark.run, "leave_one_out", lambda *a, **k: dataclasses.replace(real(*a, **k), test=NoTestSet()))
+
+
+def test_search_space_comes_from_the_model_module_or_the_generic_one(monkeypatch, capsys):
+    space, origin = tune.search_space("sasrec-ce")
+    assert origin == "baselines.sasrec.SEARCH_SPACE" and "train.lr" in space and "layers" in space
+    fixed, _ = tune.search_space("sasrec-ce", fixed=("layers", "train.lr"))
+    assert "layers" not in fixed and "train.lr" not in fixed and "dropout" in fixed
+    monkeypatch.delattr("baselines.sasrec.SEARCH_SPACE")
+    space, origin = tune.search_space("sasrec-ce")
+    assert origin.startswith("generic") and set(space) == {"train.lr", "dropout", "hidden"}
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [({"nosuch": ("float", 0, 1)}, "unknown key 'nosuch'"), ({"dropout": ("uniform", 0, 1)}, "is not"), ({"hidden": ("choice",)}, "is not")],
+)
+def test_bad_search_spaces_are_rejected(space, message):
+    with pytest.raises(ConfigError, match=message):
+        tune.check_space(space, "sasrec-ce", "test space")
+
+
+def test_trial_zero_is_the_default_configuration(base_cell):
+    params, outside = tune.default_params(base_cell, {**SMALL_SPACE, "hidden": ("choice", [32, 64])})
+    assert params == {"train.lr": 1e-3, "dropout": 0.3} and outside == ["hidden"]  # the suite set hidden = 16
+
+
+def test_study_never_reads_the_test_set_and_exports_its_budget(tmp_path, base_cell, poisoned_test_set, monkeypatch):
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
+    summary = tune.tune_cell(base_cell, out=tmp_path, budget=2, seed=0, quiet=True)
+    storage = tune.default_storage(tmp_path)
+    study = optuna.load_study(study_name=summary["study"], storage=storage)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1] and all(t.state == TrialState.COMPLETE for t in trials)
+    assert trials[0].params == {"train.lr": 1e-3, "dropout": 0.3} and trials[0].user_attrs["default"]
+    best = max(trials, key=lambda t: t.value)
+    exported = json.loads((tmp_path / "tuning" / summary["study"] / "best.json").read_text())
+    assert exported["params"] == best.params and exported["best_value"] == best.value and exported["trials"] == 2
+    assert exported["default_value"] == trials[0].value
+    assert len((tmp_path / "tuning" / summary["study"] / "trials.csv").read_text().strip().splitlines()) == 1 + 2
+    # Re-running finds the budget spent; a bigger budget continues the same study.
+    tune.tune_cell(base_cell, out=tmp_path, budget=2, seed=0, quiet=True)
+    assert len(study.get_trials()) == 2
+    tune.tune_cell(base_cell, out=tmp_path, budget=3, seed=0, quiet=True)
+    assert [t.number for t in study.get_trials()] == [0, 1, 2]
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_pruner_is_fed_by_each_validation_evaluation(base_cell, poisoned_test_set):
+    study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
+    study.optimize(tune.Objective(base_cell, SMALL_SPACE), n_trials=1)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]  # stopped after epoch 1's evaluation
+
+
+def test_a_configuration_that_cannot_train_is_a_failed_trial_of_the_budget(tmp_path, base_cell, monkeypatch):
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): ({"dropout": ("choice", [1.5])}, "test space"))  # dropout must be < 1
+    assert tune.tune_cell(base_cell, out=tmp_path, budget=2, seed=0, quiet=True) is None  # nothing completed, nothing exported as best
+    study = optuna.load_study(study_name=tune.tuning_study(base_cell.dataset, base_cell.model, base_cell.key), storage=tune.default_storage(tmp_path))
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL] * 2 and all("error" in t.user_attrs for t in study.get_trials())
+    assert len(tune.counted_trials(study, 2)) == 2
+
+
+def test_two_workers_share_one_sqlite_study_without_losing_or_repeating_trials(tmp_path, base_cell):
+    summary = tune.tune_cell(base_cell, out=tmp_path, budget=6, seed=0, workers=2, threads=1, quiet=True)
+    study = optuna.load_study(study_name=summary["study"], storage=tune.default_storage(tmp_path))
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert len({t.user_attrs["worker_pid"] for t in trials if "worker_pid" in t.user_attrs}) == 2
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 6  # no configuration ran twice
+    assert summary["trials"] == 6
