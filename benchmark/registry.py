@@ -11,6 +11,7 @@ from baselines.pop import Pop, PopConfig
 from baselines.sasrec import SASRec, SASRecConfig
 from baselines.svae import SVAE, SVAEConfig
 from benchmark.config import build_config, config_dict
+from benchmark.train import seed_everything
 from diffrec.model import DiffRec, DiffRecConfig
 
 
@@ -27,7 +28,7 @@ MODELS: dict[str, ModelSpec] = {
     "sasrec-bce": ModelSpec(SASRec, SASRecConfig, {"loss": "bce"}, about="SASRec, BCE with one sampled negative (Kang & McAuley 2018)"),
     "sasrec-ce": ModelSpec(SASRec, SASRecConfig, {"loss": "ce"}, about="SASRec, full softmax CE (Klenitskiy & Vasilev 2023)"),
     "pop": ModelSpec(Pop, PopConfig, about="Most popular training items, the same list for every user"),
-    "svae": ModelSpec(SVAE, SVAEConfig, about="SVAE: GRU encoder, per-step Gaussian latent, multinomial decoder (Sachdeva et al. 2019)"),
+    "svae": ModelSpec(SVAE, SVAEConfig, train={"lr": 3e-3}, about="SVAE: GRU encoder, per-step Gaussian latent, multinomial decoder (Sachdeva et al. 2019)"),
     "contrastvae": ModelSpec(ContrastVAE, ContrastVAEConfig, about="ContrastVAE: Transformer VAE, two views, ELBOs + InfoNCE (Wang et al. 2022)"),
     "mfgan": ModelSpec(MFGAN, MFGANConfig, about="MFGAN-style: Transformer generator, item-id + popularity discriminators, policy gradient (Ren et al. 2020)"),
     "diffurec": ModelSpec(DiffuRec, DiffuRecConfig, about="DiffuRec: target diffusion injected into the history, x0 rounding (Li, Sun & Li 2023)"),
@@ -41,8 +42,11 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def build_model(name: str, overrides: dict | None = None, *, n_items: int, max_len: int):
-    """-> (model, resolved config dict). Unknown keys raise ConfigError naming the key."""
+def build_model(name: str, overrides: dict | None = None, *, n_items: int, max_len: int, seed: int | None = None):
+    """-> (model, resolved config dict). Unknown keys raise ConfigError naming the key.
+    With `seed`, the initialisation is seeded too, so a run is reproducible from its record."""
     spec = model_spec(name)
     cfg = build_config(spec.config, {**spec.defaults, **(overrides or {})}, where=f"model {name}")
+    if seed is not None:
+        seed_everything(seed)
     return spec.cls(cfg, n_items=n_items, max_len=max_len), config_dict(cfg)

@@ -48,7 +48,7 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
     """Trains and tests one cell; returns its run record (not yet written)."""
     ds, split, max_len = load_data(cell, data_dir)
     tcfg = build_config(TrainConfig, cell.train_config, where="train")
-    model, mcfg = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len)
+    model, mcfg = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len, seed=cell.seed)
     fitted = fit(model, split, tcfg, seed=cell.seed, device=device, progress=progress, on_eval=on_eval)
     valid = evaluate(model, split.valid, batch_size=tcfg.eval_batch_size, seed=cell.seed, device=device)
     test = evaluate(model, split.test, batch_size=tcfg.eval_batch_size, seed=cell.seed + 1, device=device)

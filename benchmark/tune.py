@@ -162,7 +162,7 @@ class Objective:
         try:
             m_part, t_part = split_setting(params, self.cell.model, f"trial {trial.number}")
             tcfg = build_config(TrainConfig, {**self.cell.train_config, **t_part}, where=f"trial {trial.number} train")
-            model, _ = build_model(self.cell.model, {**self.cell.model_config, **m_part}, n_items=self.split.n_items, max_len=self.max_len)
+            model, _ = build_model(self.cell.model, {**self.cell.model_config, **m_part}, n_items=self.split.n_items, max_len=self.max_len, seed=self.cell.seed)
 
             def on_eval(epoch: int, score: float) -> None:
                 trial.report(score, epoch)

@@ -3,7 +3,7 @@ import torch
 
 from benchmark.registry import build_model
 from benchmark.splits import leave_one_out
-from benchmark.train import TrainConfig, evaluate, fit, seed_everything, train_batches
+from benchmark.train import TrainConfig, evaluate, fit, train_batches
 from tests.synthetic import chain_dataset
 
 
@@ -24,8 +24,7 @@ def test_best_checkpoint_is_restored_and_runs_are_reproducible():
     cfg = TrainConfig(epochs=6, eval_every=1, patience=10, batch_size=32, lr=3e-3)
     results = []
     for _ in range(2):
-        seed_everything(3)  # model initialisation draws from the global generator
-        model, _ = build_model("sasrec-ce", {"hidden": 16}, n_items=split.n_items, max_len=split.max_len)
+        model, _ = build_model("sasrec-ce", {"hidden": 16}, n_items=split.n_items, max_len=split.max_len, seed=3)
         fitted = fit(model, split, cfg, seed=3, progress=False)
         score = evaluate(model, split.valid)["metrics"]["NDCG@10"]
         best = max(p["valid"]["NDCG@10"] for p in fitted.curve)
