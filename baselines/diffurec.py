@@ -38,8 +38,15 @@ Deviations from the authors' code, and choices:
   items (0 = the split's whole window).
 - The step s is drawn uniformly. The code calls a "lossaware" sampler that is never updated,
   which samples uniformly too; its importance weights are returned and unused.
-- No learning-rate decay (the code: StepLR x0.1 every 100 epochs); default sizes are smaller for
-  CPU budgets (hidden 64, 2 layers, 2 heads; the code: 128, 4, 4).
+- Item embeddings start at N(0, 0.02^2) (`init_std`), not PyTorch's N(0, 1) as in the code: on
+  beauty (targets=1, 4 epochs) validation NDCG@10 was 0.0068 after 3 epochs with 1.0 and 0.0279
+  after 4 with 0.02.
+- Default `targets` = 20: on beauty that is nearly every target (5.9 training targets per user on
+  average); on MovieLens it bounds the cost of a model that needs one pass per prefix.
+- Learning rate 3e-3 (the registry's training default for this model; the code: 1e-3), no decay
+  (the code: StepLR x0.1 every 100 epochs). Validation NDCG@10 after 2 epochs on beauty: 0.0220
+  with 1e-3, 0.0309 with 3e-3; on ml-100k 0.0203 (epoch 4, 1e-3) vs 0.0466 (epoch 5, 3e-3).
+- Default sizes are smaller for CPU budgets (hidden 64, 2 layers, 2 heads; the code: 128, 4, 4).
 - Sampling noise and lambda at scoring time come from the `generator` passed to `score`, so a
   ranking is reproducible; the code draws them from the global RNG.
 """
@@ -47,6 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,6 +90,11 @@ def all_prefixes(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
     return inputs[b[:, None], cols.clamp(min=0)] * (cols >= 0), targets[b, i]
 
 
+def recent_targets(targets: torch.Tensor, k: int) -> torch.Tensor:
+    """targets: (B, L) left-padded -> the same with all but each row's k most recent targets zeroed."""
+    return F.pad(targets[:, -k:], (targets.shape[1] - min(k, targets.shape[1]), 0))
+
+
 def rounding_logits(x0_hat: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
     """x0_hat: (B, d), item_emb: (n_items + 1, d) -> (B, n_items + 1) dot products, padding at -inf."""
     logits = x0_hat @ item_emb.T
@@ -98,9 +111,9 @@ class DiffuRecConfig:
     emb_dropout: float = 0.3  # on history item embeddings, before their LayerNorm (the code's default)
     steps: int = 32
     delta: float = 0.001  # lambda ~ N(delta, delta^2): the code's default "lambda_uncertainty"
-    targets: int = 0  # train on each user's `targets` most recent targets (0 = all of them)
+    targets: int = 20  # train on each user's `targets` most recent targets (0 = all of them)
     window: int = 50  # history items the approximator reads (0 = all; the code's max_len is 50)
-    init_std: float = 1.0  # item embeddings ~ N(0, init_std^2): PyTorch's default, as in the code
+    init_std: float = 0.02  # item embeddings ~ N(0, init_std^2); the code: 1.0 (PyTorch's default)
 
     def __post_init__(self):
         if self.hidden <= 0 or self.layers <= 0 or self.heads <= 0 or self.steps <= 0:
@@ -158,9 +171,7 @@ class DiffuRec(SeqRecModel):
         return mean + self.betas[s].sqrt() * noise if s > 0 else mean
 
     def loss(self, batch: Batch):
-        targets = batch.targets
-        if self.cfg.targets:  # left-padded: the last k columns hold the k most recent targets
-            targets = F.pad(targets[:, -self.cfg.targets :], (targets.shape[1] - min(self.cfg.targets, targets.shape[1]), 0))
+        targets = recent_targets(batch.targets, self.cfg.targets) if self.cfg.targets else batch.targets
         seqs, target = all_prefixes(batch.inputs, targets)
         x0 = self.item_emb(target)  # (M, d)
         s = torch.randint(0, self.cfg.steps, target.shape, device=target.device)

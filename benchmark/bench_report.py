@@ -51,7 +51,7 @@ def _min_s(df: pd.DataFrame, **where) -> float | None:
 def targets(df: pd.DataFrame) -> list[str]:
     """The issue's speed targets, each as a measured ratio with its verdict."""
     lines = []
-    for batch in sorted(df[df["kind"] == "test_sasrec_scoring"]["users"].unique()):
+    for batch in sorted(df[df["kind"].isin(["test_sasrec_scoring", "test_diffrec_denoiser_call"])]["users"].unique()):
         b = int(batch)
         call = _min_s(df, sampler="denoiser-call", users=b)
         for sampler in ("ancestral", "strided"):
@@ -107,7 +107,7 @@ def write_report(json_path: Path) -> tuple[Path, Path]:
         f"Device: {title}; {data.get('datetime', '')}; timer `{data.get('benchmarks', [{}])[0].get('options', {}).get('timer', '?')}`; "
         f"torch threads {', '.join(map(str, sorted(set(df['threads'].dropna().astype(int)))))}. Times: fastest round (min) and median, seconds.\n\n"
         "## Speed targets (ratios from this one run)\n\n" + "\n".join(targets(df)) + "\n\n"
-        f"## All cases\n\n{df[cols].to_markdown(index=False, floatfmt='.4g')}\n\n![users/s vs N]({png.name})\n"
+        f"## All cases\n\n{df[cols].astype({'users': 'Int64'}).to_markdown(index=False, floatfmt='.4g', missingval='')}\n\n![users/s vs N]({png.name})\n"
     )
     md.write_text(text)
     plot(df, png, title)

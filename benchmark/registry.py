@@ -29,9 +29,9 @@ MODELS: dict[str, ModelSpec] = {
     "sasrec-ce": ModelSpec(SASRec, SASRecConfig, {"loss": "ce"}, about="SASRec, full softmax CE (Klenitskiy & Vasilev 2023)"),
     "pop": ModelSpec(Pop, PopConfig, about="Most popular training items, the same list for every user"),
     "svae": ModelSpec(SVAE, SVAEConfig, train={"lr": 3e-3}, about="SVAE: GRU encoder, per-step Gaussian latent, multinomial decoder (Sachdeva et al. 2019)"),
-    "contrastvae": ModelSpec(ContrastVAE, ContrastVAEConfig, about="ContrastVAE: Transformer VAE, two views, ELBOs + InfoNCE (Wang et al. 2022)"),
+    "contrastvae": ModelSpec(ContrastVAE, ContrastVAEConfig, train={"lr": 3e-3}, about="ContrastVAE: Transformer VAE, two views, ELBOs + InfoNCE (Wang et al. 2022)"),
     "mfgan": ModelSpec(MFGAN, MFGANConfig, about="MFGAN-style: Transformer generator, item-id + popularity discriminators, policy gradient (Ren et al. 2020)"),
-    "diffurec": ModelSpec(DiffuRec, DiffuRecConfig, about="DiffuRec: target diffusion injected into the history, x0 rounding (Li, Sun & Li 2023)"),
+    "diffurec": ModelSpec(DiffuRec, DiffuRecConfig, train={"lr": 3e-3}, about="DiffuRec: target diffusion injected into the history, x0 rounding (Li, Sun & Li 2023)"),
     "diffrec": ModelSpec(DiffRec, DiffRecConfig, about="DiffRec, target-only diffusion with a Transformer denoiser (Du et al. 2023)"),
 }
 

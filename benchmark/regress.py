@@ -2,20 +2,22 @@
 
     python -m benchmark.regress metrics      # re-run smoke into a temporary folder, compare to results/reference/smoke.json
     python -m benchmark.regress throughput   # measure speed ratios in this process, compare to results/reference/throughput.json
-    python -m benchmark.regress metrics --update      # regenerate the reference (runs smoke with --seeds, default 0..4)
+    python -m benchmark.regress metrics --update      # regenerate the reference (smoke as checked, then seeds 1..4)
     python -m benchmark.regress throughput --update
 
 Metrics: every cell of the smoke suite (dataset/model/tag/seed) and every metric of its record
 (valid, test, valid_masked, test_masked x HR/NDCG/MRR@5/10/20) must stay within a tolerance of the
 reference value. The tolerance is derived per cell group (dataset/model/tag) and metric from
-seed-to-seed variation: the reference run repeats the suite with seeds 0..4 and sets
-    tol = max(K * std over seeds (ddof=1), 1 / users evaluated)
+seed-to-seed variation: `--update` runs the suite as the check does (its own seed 0), which gives
+the reference values, and once more with seeds 1..4 in a separate process; then
+    tol = max(K * std over the five seeds (ddof=1), 1 / users evaluated)
 K = 4: if a rerun on another platform lands on an unrelated random trajectory, its difference to
 the reference has standard deviation sqrt(2) std, so K = 4 allows 2.8 of those; the floor 1/users is
 the smallest change a metric can make (one user's hit), so a model that does not vary over seeds
-(pop) may move by one user at most. The reference values are seed 0's (the suite's own seed). On
-the machine that made the reference a rerun reproduces it exactly; the check prints the largest
-deviation seen, so a change well inside the tolerance is still visible in the log.
+(pop) may move by one user at most. The values come from a run of exactly the check's command,
+so they cannot depend on what else ran in the same process (values taken from a 5-seed run once
+disagreed with the 1-seed check for contrastvae seed 0; the cause was not found). The check
+prints the largest |deviation| / tolerance seen, so a change inside the tolerance is still visible.
 
 Throughput: ratios of times measured in one process, interleaved, best of `--rounds` (see
 `measure_ratios`); a ratio more than 25% above its reference fails. Ratios, not absolute times, so
@@ -45,7 +47,7 @@ from benchmark.train import evaluate, train_batches
 REFERENCE_DIR = PROJECT_ROOT / "results" / "reference"
 SPLITS = ("valid", "test", "valid_masked", "test_masked")
 K_STD = 4.0
-TOLERANCE_SEEDS = (0, 1, 2, 3, 4)
+TOLERANCE_SEEDS = (1, 2, 3, 4)  # beside the suite's own seed 0
 MAX_SLOWDOWN = 0.25
 
 
@@ -77,20 +79,21 @@ def tolerances(by_group: dict[str, list[dict[str, float]]], floors: dict[str, fl
     return out
 
 
-def build_reference(records: list[dict], seed: int = 0, k: float = K_STD) -> dict:
-    """The committed reference: seed `seed`'s metrics per cell and per-group tolerances from all seeds."""
+def build_reference(records: list[dict], seed_records: list[dict] = (), k: float = K_STD) -> dict:
+    """The committed reference: `records` (one run of the suite as the check runs it) give the
+    values; they and `seed_records` (the same cells under other seeds) give per-group tolerances."""
     by_group: dict[str, list[dict[str, float]]] = {}
     floors = {}
-    for r in records:
+    for r in [*records, *seed_records]:
         by_group.setdefault(cell_group(r), []).append(flat_metrics(r))
         floors[cell_group(r)] = 1.0 / r["dataset"]["users_used"]
-    seeds = sorted({r["seed"] for r in records})
+    seeds = sorted({r["seed"] for r in [*records, *seed_records]})
     return {
         "suite": "smoke",
-        "how": f"tol = max({k:g} x std over seeds {seeds} (ddof=1), 1 / users evaluated); values from seed {seed}",
+        "how": f"tol = max({k:g} x std over seeds {seeds} (ddof=1), 1 / users evaluated); values from the suite's own run",
         "tolerance_seeds": seeds,
         "k_std": k,
-        "cells": {cell_name(r): {"key": r["key"], "metrics": flat_metrics(r)} for r in records if r["seed"] == seed},
+        "cells": {cell_name(r): {"key": r["key"], "metrics": flat_metrics(r)} for r in records},
         "tolerance": tolerances(by_group, floors, k),
     }
 
@@ -139,11 +142,12 @@ def run_smoke(out: Path, seeds=None, data_dir=None) -> list[dict]:
 def check_metrics(args) -> int:
     path = REFERENCE_DIR / "smoke.json"
     with tempfile.TemporaryDirectory(prefix="regress-smoke-") as tmp:
-        if args.update:
-            records = run_smoke(Path(tmp), seeds=args.seeds, data_dir=args.data_dir)
-            reference = {**build_reference(records, seed=args.seeds[0]), "environment": environment("cpu")}
+        if args.update:  # values from exactly the run the check makes; tolerances with extra seeds, run apart
+            records = run_smoke(Path(tmp) / "suite", data_dir=args.data_dir)
+            others = run_smoke(Path(tmp) / "seeds", seeds=args.seeds, data_dir=args.data_dir)
+            reference = {**build_reference(records, others), "environment": environment("cpu")}
             write_json_atomic(path, reference)
-            print(f"wrote {path} ({len(reference['cells'])} cells; tolerances from seeds {args.seeds})")
+            print(f"wrote {path} ({len(reference['cells'])} cells; tolerances from seeds {reference['tolerance_seeds']})")
             return 0
         reference = _load(path, "metrics")
         records = run_smoke(Path(tmp), data_dir=args.data_dir)
@@ -248,7 +252,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.regress", description=__doc__.splitlines()[0])
     p.add_argument("check", choices=("metrics", "throughput"))
     p.add_argument("--update", action="store_true", help="regenerate the committed reference instead of checking")
-    p.add_argument("--seeds", nargs="+", type=int, default=list(TOLERANCE_SEEDS), help="metrics --update: seeds for the tolerances (first = reference values)")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(TOLERANCE_SEEDS), help="metrics --update: extra seeds for the tolerances (default 1 2 3 4)")
     p.add_argument("--rounds", type=int, default=3, help="throughput: interleaved rounds, best of")
     p.add_argument("--data-dir", help="data folder (default: $DIFFREC_BENCH_DATA)")
     args = p.parse_args(argv)

@@ -13,6 +13,7 @@ passes every column (all prefixes, K = L); inference passes only the last one (K
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
@@ -42,16 +43,27 @@ def two_stream_mask(keep: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-class DSR(nn.Module):
-    """Returns the denoised estimate f(h^n, n) of h^0 for each noisy token."""
+StepEmbedding = Literal["mlp", "raw", "none"]
+SlotInput = Literal["linear", "raw"]
 
-    def __init__(self, d: int, layers: int, heads: int, dropout: float, max_len: int):
+
+class DSR(nn.Module):
+    """Returns the denoised estimate f(h^n, n) of h^0 for each noisy token.
+
+    step: how z_n enters: "raw" the sinusoid itself (the paper); "mlp" the sinusoid through
+    Linear(d, 4d), SiLU, Linear(4d, d) as DDPM's time embedding, which learns its scale (the raw
+    sinusoid has norm sqrt(d/2), tens of times the item vectors at init); "none" no step embedding.
+    slot: how h^n enters its slot: "raw" as is (the paper); "linear" through a learned Linear(d, d).
+    Raw, the unit-variance noise (norm sqrt(d)) dominates the slot's residual stream, so its
+    attention queries are random and the noise reaches the output; the projection lets the model
+    set how much of h^n enters."""
+
+    def __init__(self, d: int, layers: int, heads: int, dropout: float, max_len: int, step: StepEmbedding = "mlp", slot: SlotInput = "linear"):
         super().__init__()
-        self.d = d
+        self.d, self.step = d, step
+        self.slot_in = nn.Linear(d, d) if slot == "linear" else nn.Identity()
         self.pos_emb = nn.Embedding(max_len, d)
-        # The raw sinusoid has norm sqrt(d/2), tens of times the item embeddings at init; an MLP as in
-        # DDPM's time embedding (initialised small) learns the scale instead of drowning the history.
-        self.step_mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
+        self.step_mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d)) if step == "mlp" else None
         self.drop = nn.Dropout(dropout)
         self.encoder = TransformerEncoder(d, layers, heads, dropout)
 
@@ -59,10 +71,17 @@ class DSR(nn.Module):
         # history: (B, L, d) item vectors; keep: (B, L) bool; noisy: (B, K, d) h^n; cols: (K,) long;
         # n: (B,) step per sequence; positions: (L + 1,) position ids of the L columns and the slot after them
         L = history.shape[1]
-        z = self.step_mlp(step_embedding(n, self.d))[:, None]  # (B, 1, d), the same z_n at every position
+        z = self.step_vector(n)[:, None]  # (B, 1, d), the same z_n at every position
         clean = history + self.pos_emb(positions[:L]) + z
-        slots = noisy + self.pos_emb(positions[cols + 1]) + z
+        slots = self.slot_in(noisy) + self.pos_emb(positions[cols + 1]) + z
         x = torch.cat([clean, slots], dim=1)  # (B, L + K, d)
         keep_all = torch.cat([keep, keep[:, cols]], dim=1)  # a noisy token is real when its history is
         out = self.encoder(self.drop(x), keep_all, two_stream_mask(keep, cols))
         return out[:, L:]  # (B, K, d)
+
+    def step_vector(self, n: torch.Tensor) -> torch.Tensor:
+        """(B,) steps -> (B, d) the vector z_n added to every token."""
+        z = step_embedding(n, self.d)
+        if self.step == "none":
+            return torch.zeros_like(z)
+        return z if self.step_mlp is None else self.step_mlp(z)

@@ -31,8 +31,15 @@ Deviations and choices:
   drops the oldest input column of a full window for the same reason (at most one of a long user's
   targets per epoch). Position ids follow benchmark.layers.position_ids like SASRec's.
 - Scales: item vectors are E(v) * sqrt(d) (as SASRec's inputs) both as history tokens and as h^0,
-  embeddings initialised with std `init_std`. z_n goes through a DDPM-style MLP (d -> 4d -> d, SiLU)
-  initialised small, because the raw sinusoid (norm sqrt(d/2)) drowned the history in a prototype.
+  embeddings initialised with std `init_std`; the forward noise has unit variance per coordinate.
+  z_n goes through a DDPM-style MLP (d -> 4d -> d, SiLU; `step_embedding="mlp"`, the paper's raw
+  sinusoid is `"raw"`), because the raw sinusoid (norm sqrt(d/2)) drowned the history in a
+  prototype.
+- The noisy target enters its slot through a learned Linear(d, d) (`slot_input="linear"`; the
+  paper adds h^n as is, `"raw"`). Raw, the unit-variance noise (norm sqrt(d), several times the
+  item vectors) dominates the slot's residual stream, so its attention queries are random and the
+  noise reaches the output: on beauty, 2 epochs, validation NDCG@10 on 3000 users went from 0.0087
+  (raw, full validation) to 0.0115 (linear).
 - Rounding weight W is the item table E (`tie_rounding`, as SASRec's output layer); the output
   bias b is off by default (`rounding_bias`): with a free bias and a heavy MSE weight a prototype
   collapsed to ranking by the bias alone.
@@ -59,7 +66,7 @@ from torch import nn
 
 from benchmark.layers import position_ids
 from benchmark.model import Batch, SeqRecModel
-from diffrec.denoiser import DSR, step_embedding
+from diffrec.denoiser import DSR, SlotInput, StepEmbedding
 from diffrec.samplers import SamplerKind, ancestral, average, strided
 from diffrec.schedule import ScheduleKind, make_betas, make_schedule, q_sample
 from diffrec.step_sampler import StepSampling, make_step_sampler
@@ -72,6 +79,8 @@ class DiffRecConfig:
     heads: int = 2
     dropout: float = 0.3
     init_std: float = 0.02
+    step_embedding: StepEmbedding = "mlp"
+    slot_input: SlotInput = "linear"
     noise: Literal["target", "sequence"] = "target"
     steps: int = 50  # N
     schedule: ScheduleKind = "linear"
@@ -111,7 +120,7 @@ class DiffRec(SeqRecModel):
         self.cfg = cfg
         d = cfg.hidden
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
-        self.dsr = DSR(d, cfg.layers, cfg.heads, cfg.dropout, max_len)
+        self.dsr = DSR(d, cfg.layers, cfg.heads, cfg.dropout, max_len, cfg.step_embedding, cfg.slot_input)
         self.out = None if cfg.tie_rounding else nn.Linear(d, n_items + 1, bias=False)
         self.bias = nn.Parameter(torch.zeros(n_items + 1)) if cfg.rounding_bias else None
         self.schedule = make_schedule(make_betas(cfg.schedule, cfg.steps, cfg.beta_start, cfg.beta_end))
@@ -198,5 +207,5 @@ class DiffRec(SeqRecModel):
         """Relative scales of the inputs (a step embedding that dwarfs the items drowns the history)."""
         items = self.embed(torch.arange(1, self.n_items + 1, device=valid_inputs.device)).norm(dim=-1).mean()
         n = torch.arange(1, self.cfg.steps + 1, device=valid_inputs.device)
-        steps = self.dsr.step_mlp(step_embedding(n, self.cfg.hidden)).norm(dim=-1).mean()
+        steps = self.dsr.step_vector(n).norm(dim=-1).mean()
         return {"item_norm": float(items), "step_norm": float(steps)}

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from benchmark.layers import position_ids
@@ -35,11 +36,12 @@ def test_two_stream_mask():
     assert torch.equal(m, expected)
 
 
-def test_noisy_token_equals_network_on_its_prefix_alone():
+@pytest.mark.parametrize("slot", ["linear", "raw"])
+def test_noisy_token_equals_network_on_its_prefix_alone(slot):
     """The training pass (every prefix at once) computes exactly the inference computation."""
     torch.manual_seed(0)
     d, L, max_len = 16, 6, 10
-    dsr = DSR(d, layers=2, heads=2, dropout=0.0, max_len=max_len).eval()
+    dsr = DSR(d, layers=2, heads=2, dropout=0.0, max_len=max_len, slot=slot).eval()
     history = torch.randn(3, L, d)
     keep = torch.ones(3, L, dtype=torch.bool)
     keep[0, :2] = False  # a left-padded row
@@ -56,3 +58,11 @@ def test_noisy_token_equals_network_on_its_prefix_alone():
     changed = history.clone()
     changed[:, -2] = torch.randn(3, d)  # (a constant shift would vanish in the pre-LayerNorm)
     assert not torch.allclose(dsr(changed, keep, noisy, torch.arange(L), n, positions)[:, -1], full[:, -1])
+
+
+def test_step_vector_modes():
+    n = torch.tensor([1, 7])
+    raw = DSR(8, 1, 2, 0.0, 5, step="raw")
+    assert torch.equal(raw.step_vector(n), step_embedding(n, 8))
+    assert torch.equal(DSR(8, 1, 2, 0.0, 5, step="none").step_vector(n), torch.zeros(2, 8))
+    assert DSR(8, 1, 2, 0.0, 5, step="mlp").step_vector(n).shape == (2, 8)

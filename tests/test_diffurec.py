@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.diffurec import DiffuRec, DiffuRecConfig, all_prefixes, rounding_logits, step_embedding, truncated_linear_betas
+from baselines.diffurec import DiffuRec, DiffuRecConfig, all_prefixes, recent_targets, rounding_logits, step_embedding, truncated_linear_betas
 from benchmark.model import Batch
 
 
@@ -31,6 +31,13 @@ def test_all_prefixes_lists_every_history_target_pair():
     seqs, tgt = all_prefixes(inputs, targets)
     assert seqs.tolist() == [[0, 0, 0, 5], [0, 0, 5, 6], [0, 5, 6, 7], [0, 1, 2, 3], [1, 2, 3, 4]]
     assert tgt.tolist() == [6, 7, 8, 4, 9]
+
+
+def test_recent_targets_keeps_the_last_k_of_each_row():
+    targets = torch.tensor([[0, 6, 7, 8], [0, 0, 4, 9]])
+    assert recent_targets(targets, 2).tolist() == [[0, 0, 7, 8], [0, 0, 4, 9]]
+    assert recent_targets(targets, 1).tolist() == [[0, 0, 0, 8], [0, 0, 0, 9]]
+    assert recent_targets(targets, 9).tolist() == targets.tolist()
 
 
 def test_rounding_cross_entropy_by_hand():

@@ -18,7 +18,8 @@ def record(model: str, seed: int, ndcg10: float, hr10: float = 0.1, users: int =
     }
 
 
-SEEDS = [record("sasrec-ce", s, v) for s, v in enumerate([0.10, 0.12, 0.11, 0.13, 0.09])] + [record("pop", s, 0.05) for s in range(5)]
+SUITE = [record("sasrec-ce", 0, 0.10), record("pop", 0, 0.05)]
+OTHER_SEEDS = [record("sasrec-ce", s, v) for s, v in zip(range(1, 5), [0.12, 0.11, 0.13, 0.09])] + [record("pop", s, 0.05) for s in range(1, 5)]
 
 
 def test_tolerance_is_k_std_over_seeds_with_a_one_user_floor():
@@ -27,15 +28,17 @@ def test_tolerance_is_k_std_over_seeds_with_a_one_user_floor():
     assert tol["flat"]["m"] == 0.01  # no variation over seeds: the floor
 
 
-def test_reference_holds_seed_zero_values_and_per_group_tolerances():
-    ref = build_reference(SEEDS)
+def test_reference_holds_the_suite_run_values_and_per_group_tolerances():
+    ref = build_reference(SUITE, OTHER_SEEDS)
     assert set(ref["cells"]) == {"ml-100k/sasrec-ce/default/s0", "ml-100k/pop/default/s0"}
     assert ref["cells"]["ml-100k/sasrec-ce/default/s0"]["metrics"]["test/NDCG@10"] == 0.10
     assert ref["tolerance"]["ml-100k/pop/default"]["test/NDCG@10"] == pytest.approx(1 / 100)
+    assert ref["tolerance"]["ml-100k/sasrec-ce/default"]["test/NDCG@10"] == pytest.approx(4 * 0.015811388, rel=1e-6)
+    assert ref["tolerance_seeds"] == [0, 1, 2, 3, 4]
 
 
 def test_rerun_within_tolerance_passes():
-    ref = build_reference(SEEDS)
+    ref = build_reference(SUITE, OTHER_SEEDS)
     rerun = [record("sasrec-ce", 0, 0.10 + 0.05), record("pop", 0, 0.05 + 0.009)]  # tolerances 0.063 and 0.01
     failures, worst = compare_metrics(ref, rerun)
     assert failures == []
@@ -43,7 +46,7 @@ def test_rerun_within_tolerance_passes():
 
 
 def test_drifted_metric_fails_naming_cell_and_metric():
-    ref = build_reference(SEEDS)
+    ref = build_reference(SUITE, OTHER_SEEDS)
     drifted = record("pop", 0, 0.05)
     drifted["metrics"]["test_masked"]["HR@10"] = 0.2  # tolerance 0.01
     failures, _ = compare_metrics(ref, [record("sasrec-ce", 0, 0.10), drifted])
@@ -52,13 +55,13 @@ def test_drifted_metric_fails_naming_cell_and_metric():
 
 
 def test_nan_metric_fails():
-    ref = build_reference(SEEDS)
+    ref = build_reference(SUITE, OTHER_SEEDS)
     failures, _ = compare_metrics(ref, [record("sasrec-ce", 0, math.nan), record("pop", 0, 0.05)])
     assert any("sasrec-ce" in f and "NDCG@10" in f for f in failures)
 
 
 def test_new_missing_and_changed_cells_fail():
-    ref = build_reference(SEEDS)
+    ref = build_reference(SUITE, OTHER_SEEDS)
     changed = record("pop", 0, 0.05)
     changed["key"] = "ml-100k__pop__default__s0__other"
     failures, _ = compare_metrics(ref, [changed, record("diffrec", 0, 0.1)])

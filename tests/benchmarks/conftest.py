@@ -13,22 +13,14 @@ Environment:
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from benchmark.data import load_dataset
 from benchmark.speed import synchronize
 from benchmark.splits import leave_one_out
+from tests.benchmarks.settings import DEVICE, THREADS, TINY_BATCH, TINY_MODEL, TINY_STEPS
 from tests.synthetic import chain_dataset
-
-DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
-THREADS = int(os.environ.get("BENCH_THREADS", "1"))
-MAX_ROWS = int(os.environ.get("BENCH_MAX_ROWS", "256000"))
-TINY_BATCH = 4  # users per batch in the disabled (smoke) mode
-TINY_STEPS = 8  # most denoiser calls per user in the disabled mode
-TINY_MODEL = {"hidden": 16, "layers": 1, "heads": 1}
 
 
 def is_enabled(config) -> bool:

@@ -8,7 +8,7 @@ import pytest
 
 from benchmark.registry import build_model
 from benchmark.train import evaluate
-from tests.benchmarks.conftest import DEVICE
+from tests.benchmarks.settings import DEVICE
 
 
 @pytest.mark.parametrize("name", ("sasrec-ce", "diffrec"))

@@ -14,7 +14,7 @@ import torch
 
 from benchmark.registry import build_model
 from benchmark.speed import diffrec_denoiser_call, user_batch
-from tests.benchmarks.conftest import DEVICE, MAX_ROWS
+from tests.benchmarks.settings import DEVICE, MAX_ROWS
 
 NS = (10, 50, 200, 1000)
 BATCHES = (256, 1024)

@@ -12,7 +12,7 @@ import pytest
 
 from benchmark.registry import build_model
 from benchmark.train import train_batches
-from tests.benchmarks.conftest import DEVICE
+from tests.benchmarks.settings import DEVICE
 
 BATCH = 256  # RecBole's SASRec comparison run used batch 256, hidden 64, 2 layers, 2 heads, max_len 50
 TIMED_BATCHES = 16
