@@ -41,10 +41,17 @@ def ranks_of(scores, targets, history: torch.Tensor | Sequence[Sequence[int]] | 
     """0-based pessimistic rank of each target among items 1..n_items.
 
     scores: (B, n_items + 1) float; targets: (B,) ints in 1..n_items.
-    history: optional (B, L) padded item ids (0 = padding), or a list of per-user id lists, whose
+    history: optional (B, H) padded item ids (0 = padding), or a list of per-user id lists, whose
     items are left out of the ranking (the target never is).
     Returns a (B,) int64 tensor on the scores' device.
     """
+    ranks, masked = ranks_unmasked_and_masked(scores, targets, history)
+    return ranks if history is None else masked
+
+
+def ranks_unmasked_and_masked(scores, targets, history=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Both ranks from one pass over the scores: the masked rank is the unmasked rank minus the
+    distinct history items (other than the target) that score at least as high as the target."""
     scores = _as_tensor(scores)
     if not torch.is_floating_point(scores):
         scores = scores.float()
@@ -57,17 +64,18 @@ def ranks_of(scores, targets, history: torch.Tensor | Sequence[Sequence[int]] | 
     if targets.numel() and (targets.min() < 1 or targets.max() > n_items):
         raise ValueError(f"targets must be item ids in 1..{n_items}")
     ranked = scores[:, 1:]
-    if not torch.isfinite(ranked).all():
+    if not torch.isfinite(ranked.sum()) and not torch.isfinite(ranked).all():  # cheap check first
         raise ValueError("scores contain NaN or inf among the ranked items")
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
-    ahead = ranked >= target_scores  # (B, n_items); includes the target itself
-    if history is not None:
-        hist = _history_tensor(history, scores.shape[0]).to(scores.device)
-        drop = torch.zeros_like(scores, dtype=torch.bool)
-        drop.scatter_(1, hist, True)
-        drop[torch.arange(scores.shape[0], device=scores.device), targets] = False
-        ahead &= ~drop[:, 1:]
-    return ahead.sum(dim=1) - 1
+    ranks = (ranked >= target_scores).sum(dim=1) - 1  # the target itself is counted once
+    if history is None:
+        return ranks, None
+    hist, _ = _history_tensor(history, scores.shape[0]).to(scores.device).sort(dim=1)  # (B, H)
+    first = torch.ones_like(hist, dtype=torch.bool)
+    first[:, 1:] = hist[:, 1:] != hist[:, :-1]  # count a repeated history item once
+    counted = first & (hist > 0) & (hist != targets[:, None])
+    ahead = scores.gather(1, hist) >= target_scores  # (B, H)
+    return ranks, ranks - (ahead & counted).sum(dim=1)
 
 
 def _history_tensor(history, n_users: int) -> torch.Tensor:

@@ -152,7 +152,8 @@ def check_metrics(args) -> int:
         reference = _load(path, "metrics")
         records = run_smoke(Path(tmp), data_dir=args.data_dir)
     failures, worst = compare_metrics(reference, records)
-    print(f"metrics: {len(records)} cells vs {path.relative_to(PROJECT_ROOT)}; largest |diff| / tolerance = {worst:.3f}")
+    exact = sum(flat_metrics(r) == reference["cells"].get(cell_name(r), {}).get("metrics") for r in records)
+    print(f"metrics: {len(records)} cells vs {path.relative_to(PROJECT_ROOT)}, {exact} reproduced exactly; largest |diff| / tolerance = {worst:.3f}")
     return _report(failures, "metrics")
 
 

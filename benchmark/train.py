@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.metrics import KS, SELECTION_METRIC, metrics_from_ranks, ranks_of
+from benchmark.metrics import KS, SELECTION_METRIC, metrics_from_ranks, ranks_unmasked_and_masked
 from benchmark.model import Batch, SeqRecModel
 from benchmark.splits import EvalSet, Split
 
@@ -89,8 +89,8 @@ def evaluate(model: SeqRecModel, evalset: EvalSet, *, batch_size: int = 1024, se
         targets = evalset.targets[idx].to(device)
         hist = evalset.history[idx]
         hist = hist[:, (hist > 0).any(0)] if hist.shape[1] else hist  # drop all-padding columns
-        ranks[idx] = ranks_of(scores, targets).cpu()
-        ranks_masked[idx] = ranks_of(scores, targets, hist.to(device)).cpu()
+        unmasked, masked = ranks_unmasked_and_masked(scores, targets, hist.to(device))
+        ranks[idx], ranks_masked[idx] = unmasked.cpu(), masked.cpu()
     model.train(was_training)
     return {
         "metrics": metrics_from_ranks(ranks, KS),

@@ -91,3 +91,18 @@ def test_numpy_and_tensor_inputs_agree():
     # brute force: pessimistic rank = number of other real items scoring >= the target
     brute = [(scores[i, 1:] >= scores[i, t]).sum() - 1 for i, t in enumerate(targets)]
     assert a["ranks"].tolist() == brute
+
+
+def test_one_pass_masked_ranks_equal_masking_by_hand():
+    """The masked rank from one pass equals ranking after removing the history columns by hand,
+    with ties, repeated history items, padding and the target inside the history."""
+    rng = np.random.default_rng(1)
+    scores = torch.tensor(rng.integers(0, 6, size=(200, 16)).astype(np.float32))  # many ties
+    targets = torch.tensor(rng.integers(1, 16, size=200))
+    history = torch.tensor(rng.integers(0, 16, size=(200, 9)))  # 0 = padding, repeats, target at times
+    masked = ranks_of(scores, targets, history)
+    for i in range(200):
+        drop = set(history[i].tolist()) - {0, int(targets[i])}
+        keep = [j for j in range(1, 16) if j not in drop]
+        expected = sum(scores[i, j] >= scores[i, targets[i]] for j in keep) - 1
+        assert masked[i] == expected
