@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -60,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.svae import gaussian_kl, kl_weight, latent_diagnostics
-from benchmark.layers import TransformerEncoder, attention_mask, position_ids
+from benchmark.layers import TransformerEncoder, attention_mask, init_weights, position_ids
 from benchmark.model import Batch, SeqRecModel
 
 Augmentation = Literal["model", "variational", "data"]
@@ -150,19 +151,11 @@ class ContrastVAE(SeqRecModel):
         self.encoder = TransformerEncoder(d, cfg.layers, cfg.heads, cfg.dropout)
         self.to_mu, self.to_logvar = nn.Linear(d, d), nn.Linear(d, d)
         self.decoder = TransformerEncoder(d, cfg.layers, cfg.heads, cfg.dropout)
-        self.apply(self._init)
+        self.apply(partial(init_weights, std=cfg.init_std))
         if cfg.augmentation == "variational":
             alpha = math.sqrt(cfg.va_dropout / (1 - cfg.va_dropout))
             self.alpha_logit = nn.Parameter(torch.tensor(math.log(alpha / (1 - alpha))))
         self.beta = kl_weight(1, cfg.beta_max, cfg.anneal_epochs)
-
-    def _init(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=self.cfg.init_std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            module.weight.data[module.padding_idx].zero_()
 
     def posterior(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """seqs: (B, L) left-padded -> mu, logvar: (B, L, d) of q(z_t | x_1..x_t)."""

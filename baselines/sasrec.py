@@ -24,13 +24,14 @@ Deviations and choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.layers import TransformerEncoder, attention_mask, position_ids
+from benchmark.layers import TransformerEncoder, attention_mask, init_weights, position_ids
 from benchmark.model import Batch, SeqRecModel
 
 
@@ -69,15 +70,7 @@ class SASRec(SeqRecModel):
         self.pos_emb = nn.Embedding(max_len, d)
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = TransformerEncoder(d, cfg.layers, cfg.heads, cfg.dropout)
-        self.apply(self._init)
-
-    def _init(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=self.cfg.init_std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            module.weight.data[module.padding_idx].zero_()
+        self.apply(partial(init_weights, std=cfg.init_std))
 
     def hidden_states(self, seqs: torch.Tensor) -> torch.Tensor:
         """seqs: (B, L) left-padded -> (B, L, d) causal states."""

@@ -12,6 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def init_weights(module: nn.Module, std: float) -> None:
+    """SASRec-style initialisation, for `model.apply(partial(init_weights, std=...))`: normal(0, std)
+    weights of linear and embedding layers, zero biases, a zero padding row."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        module.weight.data[module.padding_idx].zero_()
+
+
 def attention_mask(keep: torch.Tensor, causal: bool = True) -> torch.Tensor:
     """Boolean mask, True = may attend. keep: (B, L) True at real positions -> (B, 1, L, L)."""
     L = keep.shape[1]
