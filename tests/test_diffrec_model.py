@@ -115,3 +115,11 @@ def test_bad_configs_are_rejected():
         with pytest.raises(ConfigError):
             build_config(DiffRecConfig, bad)
     assert dataclasses.asdict(build_config(DiffRecConfig, {"steps": "200"}))["steps"] == 200
+
+
+def test_registered_and_built_from_overrides():
+    from benchmark.registry import build_model
+
+    model, cfg = build_model("diffrec", {"hidden": 16, "sampler": "strided", "steps": "20"}, n_items=N_ITEMS, max_len=MAX_LEN)
+    assert isinstance(model, DiffRec) and cfg["sampler"] == "strided" and cfg["steps"] == 20
+    assert model.schedule.steps == 20
