@@ -49,11 +49,29 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, L, d) -> queries, keys, values, each (B, h, L, d/h)."""
+        B, L, d = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, L, d = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, h, L, d/h)
+        q, k, v = self.project(x)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, L, d))
+
+    def attend_queries(self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Query tokens x (B, K, d) that attend to cached context keys and values (B, h, L, d/h)
+        where `allowed` (B, 1, K, L) is True, and to themselves, never to each other (inference only)."""
+        B, K, d = x.shape
+        q, k, v = self.project(x)  # (B, h, K, d/h)
+        scale = (d // self.heads) ** -0.5
+        ctx = (q @ k_ctx.transpose(-1, -2) * scale).masked_fill(~allowed, float("-inf"))  # (B, h, K, L)
+        own = (q * k).sum(-1, keepdim=True) * scale  # (B, h, K, 1)
+        w = torch.softmax(torch.cat([ctx, own], dim=-1), dim=-1)
+        y = w[..., :-1] @ v_ctx + w[..., -1:] * v  # (B, h, K, d/h)
+        return self.out(y.transpose(1, 2).reshape(B, K, d))
 
 
 class TransformerBlock(nn.Module):
@@ -70,6 +88,11 @@ class TransformerBlock(nn.Module):
         x = x + self.drop(self.attn(self.ln1(x), mask))
         return x + self.drop(self.ffn(self.ln2(x)))
 
+    def forward_queries(self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """The block for query tokens over cached context keys and values (see `SelfAttention.attend_queries`)."""
+        x = x + self.attn.attend_queries(self.ln1(x), k_ctx, v_ctx, allowed)
+        return x + self.ffn(self.ln2(x))
+
 
 class TransformerEncoder(nn.Module):
     """A stack of blocks and a final LayerNorm; padded positions are zeroed after every block."""
@@ -85,4 +108,28 @@ class TransformerEncoder(nn.Module):
         x = x * keep
         for block in self.blocks:
             x = block(x, mask) * keep
+        return self.ln(x)
+
+    @torch.inference_mode()
+    def context(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Runs context tokens that never attend to later queries, once, and returns every block's
+        keys and values of them, (B, h, L, d/h) each, for `forward_queries` (inference only)."""
+        keep = keep[..., None].to(x.dtype)
+        x = x * keep
+        cache = []
+        for block in self.blocks:
+            _, k, v = block.attn.project(block.ln1(x))
+            cache.append((k, v))
+            x = block(x, mask) * keep
+        return cache
+
+    @torch.inference_mode()
+    def forward_queries(self, x: torch.Tensor, keep: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]], allowed: torch.Tensor) -> torch.Tensor:
+        """Query tokens (B, K, d), each attending to the cached context where `allowed`
+        (B, 1, K, L) and to itself: the same outputs as running them beside the context through
+        `forward` with that mask, at the cost of K tokens instead of L + K."""
+        keep = keep[..., None].to(x.dtype)
+        x = x * keep
+        for block, (k, v) in zip(self.blocks, cache):
+            x = block.forward_queries(x, k, v, allowed) * keep
         return self.ln(x)

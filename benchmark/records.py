@@ -44,6 +44,17 @@ def git_commit() -> str:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo where there is one, else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: str) -> dict:
     versions = {}
     for name in PACKAGES:
@@ -56,7 +67,7 @@ def environment(device: str) -> dict:
         "python": platform.python_version(),
         "packages": versions,
         "git_commit": git_commit(),
-        "device": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu ({cpu_model()})",
         "torch_threads": torch.get_num_threads(),
         "host_cpus": os.cpu_count(),
     }

@@ -21,7 +21,10 @@ prints the largest |deviation| / tolerance seen, so a change inside the toleranc
 
 Throughput: ratios of times measured in one process, interleaved, best of `--rounds` (see
 `measure_ratios`); a ratio more than 25% above its reference fails. Ratios, not absolute times, so
-the check survives a slower or busier machine.
+the check survives a slower or busier machine; and each ratio compares computations made of the
+same kernels (a model against a fixed plain-torch computation of its shapes, a loop against its
+body), so that it survives another CPU: a ratio of DiffRec to SASRec moved by 21% between this
+machine and CI's, with no change to the code.
 """
 from __future__ import annotations
 
@@ -37,10 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.data import load_dataset
+from benchmark.data import DataError, load_dataset
 from benchmark.records import PROJECT_ROOT, environment, load_records, write_json_atomic
 from benchmark.registry import build_model
-from benchmark.speed import clock, diffrec_denoiser_call, synchronize, user_batch
+from benchmark.speed import clock, diffrec_denoiser_call, synchronize, user_batch, yardstick
 from benchmark.splits import EvalSet, leave_one_out
 from benchmark.train import evaluate, train_batches
 
@@ -169,13 +172,19 @@ def compare_ratios(reference: dict[str, float], measured: dict[str, float], slac
     return failures
 
 
-def measure_ratios(split, *, batch: int = 256, steps: int = 20, eval_users: int = 2048, rounds: int = 3, device="cpu") -> tuple[dict, dict]:
+def measure_ratios(split, *, batch: int = 256, steps: int = 200, eval_users: int = 2048, rounds: int = 3, device="cpu") -> tuple[dict, dict, dict]:
     """Relative costs measured in this process, interleaved, each the best of `rounds`
     (CPU time on a CPU, see `benchmark.speed.clock`).
 
-    -> (ratios, seconds). Every ratio is a cost relative to one SASRec scoring call of the same
-    `batch` users (the unit), except `diffrec_loop_overhead` = time of an N-step ancestral score /
-    (N x one denoiser call), whose target is <= 1.1."""
+    -> (ratios, targets, seconds). `ratios` are checked against the reference; each compares
+    computations made of the same kernels, so that they hold across machines:
+    - `*_per_yardstick`: a scoring call relative to `benchmark.speed.yardstick` with its shapes;
+    - `diffrec_loop_overhead`: an N-step ancestral score / (N x the denoiser call of one step),
+      target <= 1.1 (the history's one encoding per user is inside the numerator);
+    - `evaluation_per_sasrec_score`, `sasrec_train_step_per_sasrec_score`: per SASRec scoring call.
+    `targets` are the issue's user-facing ratios between two models, reported, not checked: how the
+    machine runs a big scoring GEMM against many small ops moves them by 20% (seen between this
+    machine and CI's), which a 25% check cannot tell from a regression."""
     def model(name, cfg):
         m, _ = build_model(name, cfg, n_items=split.n_items, max_len=split.max_len)
         return m.to(device).eval()
@@ -189,12 +198,19 @@ def measure_ratios(split, *, batch: int = 256, steps: int = 20, eval_users: int 
     opt = trainee.configure_optimizers(1e-3, 0.0)
     train_batch = next(train_batches(split, batch, np.random.default_rng(0))).to(device)
     with torch.inference_mode():
-        call = diffrec_denoiser_call(ancestral, seqs)
+        full_call = diffrec_denoiser_call(ancestral, seqs, cached=False)
+        step_call = diffrec_denoiser_call(ancestral, seqs)
+    s, a = sasrec.cfg, average.cfg
+    diffrec_tokens = min(seqs.shape[1], split.max_len - 1) + 1  # history window + the slot
     fns = {
         "sasrec_score": lambda: sasrec.score(seqs),
-        "denoiser_call": call,
+        "yardstick_sasrec": yardstick(batch, seqs.shape[1], s.hidden, s.layers, s.heads, split.n_items, 1, device=device),
+        "denoiser_call": full_call,
+        "step_call": step_call,
+        "yardstick_denoiser": yardstick(batch, diffrec_tokens, a.hidden, a.layers, a.heads, split.n_items, 0, device=device),
         "ancestral": lambda: ancestral.score(seqs, generator=g),
         "average": lambda: average.score(seqs, generator=g),
+        "yardstick_average": yardstick(batch, diffrec_tokens + a.samples - 1, a.hidden, a.layers, a.heads, split.n_items, a.samples, device=device),
         "evaluate": lambda: evaluate(sasrec, subset, device=device),
         "sasrec_train_step": lambda: trainee.training_step(train_batch, opt),
     }
@@ -210,26 +226,36 @@ def measure_ratios(split, *, batch: int = 256, steps: int = 20, eval_users: int 
                     best[name] = min(best[name], now() - start)
     unit = best["sasrec_score"]
     ratios = {
-        "diffrec_step_per_sasrec_score": best["ancestral"] / steps / unit,
-        "diffrec_loop_overhead": best["ancestral"] / (steps * best["denoiser_call"]),
-        "average_per_sasrec_score": best["average"] / unit,
+        "sasrec_score_per_yardstick": unit / best["yardstick_sasrec"],
+        "denoiser_call_per_yardstick": best["denoiser_call"] / best["yardstick_denoiser"],
+        "average_per_yardstick": best["average"] / best["yardstick_average"],
+        "diffrec_loop_overhead": best["ancestral"] / (steps * best["step_call"]),
         "evaluation_per_sasrec_score": best["evaluate"] / (unit * len(idx) / batch),
         "sasrec_train_step_per_sasrec_score": best["sasrec_train_step"] / unit,
     }
-    return ratios, best
+    targets = {
+        "average_per_sasrec_score": best["average"] / unit,  # issue target <= 2
+        "diffrec_step_per_sasrec_score": best["ancestral"] / steps / unit,
+        "full_denoiser_pass_per_step_call": best["denoiser_call"] / best["step_call"],
+    }
+    return ratios, targets, best
 
 
 def check_throughput(args) -> int:
     torch.set_num_threads(1)
     path = REFERENCE_DIR / "throughput.json"
     split = leave_one_out(load_dataset("beauty", data_dir=args.data_dir))
-    ratios, seconds = measure_ratios(split, rounds=args.rounds)
+    env = environment("cpu")
+    print(f"  machine: {env['device']}, {env['host_cpus']} cpus, 1 torch thread")
+    ratios, targets, seconds = measure_ratios(split, rounds=args.rounds)
     for name, value in ratios.items():
         print(f"  {name:38s} {value:8.3f}")
+    for name, value in targets.items():
+        print(f"  {name:38s} {value:8.3f}  (reported, not checked)")
     print("  seconds (best of rounds): " + ", ".join(f"{k} {v:.3f}" for k, v in seconds.items()))
     if args.update:
-        how = "beauty test users, batch 256, untrained default models, 1 torch thread; ancestral N=20; evaluation of 2048 users"
-        write_json_atomic(path, {"ratios": ratios, "seconds": seconds, "how": how, "max_slowdown": MAX_SLOWDOWN, "environment": environment("cpu")})
+        how = "beauty test users, batch 256, untrained default models, 1 torch thread; ancestral N=200; evaluation of 2048 users"
+        write_json_atomic(path, {"ratios": ratios, "targets": targets, "seconds": seconds, "how": how, "max_slowdown": MAX_SLOWDOWN, "environment": env})
         print(f"wrote {path}")
         return 0
     return _report(compare_ratios(_load(path, "throughput")["ratios"], ratios), "throughput")
@@ -257,7 +283,11 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="throughput: interleaved rounds, best of")
     p.add_argument("--data-dir", help="data folder (default: $DIFFREC_BENCH_DATA)")
     args = p.parse_args(argv)
-    return check_metrics(args) if args.check == "metrics" else check_throughput(args)
+    try:
+        return check_metrics(args) if args.check == "metrics" else check_throughput(args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

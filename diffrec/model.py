@@ -61,7 +61,9 @@ Deviations and choices:
   on beauty gave validation NDCG@10 0.0151 (still rising) and test 0.0111, against SASRec-CE's
   ~0.037; on ml-100k 10 epochs gave 0.0148-0.0168 against SASRec-CE's 0.0437.
 - `average` averages probabilities (the paper: "average the rounded results"); `ancestral` and
-  `strided` round their final hhat^0 once.
+  `strided` round their final hhat^0 once. Its m samples are m slots of one DSR call, so the
+  history is encoded once per user, not m times (with `noise="sequence"` each sample noises the
+  history afresh, so there it stays m calls).
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ from torch import nn
 
 from benchmark.layers import init_weights, position_ids
 from benchmark.model import Batch, SeqRecModel
-from diffrec.denoiser import DSR, SlotInput, StepEmbedding
+from diffrec.denoiser import DSR, SlotContext, SlotInput, StepEmbedding, StepTokens
 from diffrec.samplers import SamplerKind, ancestral, average, strided
 from diffrec.schedule import ScheduleKind, make_betas, make_schedule, q_sample
 from diffrec.step_sampler import StepSampling, make_step_sampler
@@ -89,6 +91,9 @@ class DiffRecConfig:
     dropout: float = 0.3
     init_std: float = 0.02
     step_embedding: StepEmbedding = "mlp"
+    step_tokens: StepTokens = "slot"  # the paper: "all"
+    slot_context: SlotContext = "last"  # the paper: "none"
+    slot_scale: Literal["none", "signal"] = "signal"  # the slot gets sqrt(abar_n) h^n; the paper: "none" (h^n)
     slot_input: SlotInput = "linear"
     noise: Literal["target", "sequence"] = "target"
     steps: int = 50  # N
@@ -96,7 +101,7 @@ class DiffRecConfig:
     beta_start: float = 1e-4  # linear schedule only, for a 1000-step chain (rescaled by 1000 / N)
     beta_end: float = 0.02
     beta0: float = 1e-4  # variance of the embedding transition h^0 ~ N(E(v), beta0 I)
-    mse_weight: float = 1.0
+    mse_weight: float = 0.1
     ce_weight: float = 1.0
     h0_ce_weight: float = 0.0
     tie_rounding: bool = True  # W = item embedding table
@@ -129,7 +134,7 @@ class DiffRec(SeqRecModel):
         self.cfg = cfg
         d = cfg.hidden
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
-        self.dsr = DSR(d, cfg.layers, cfg.heads, cfg.dropout, max_len, cfg.step_embedding, cfg.slot_input)
+        self.dsr = DSR(d, cfg.layers, cfg.heads, cfg.dropout, max_len, cfg.step_embedding, cfg.slot_input, cfg.step_tokens, cfg.slot_context)
         self.out = None if cfg.tie_rounding else nn.Linear(d, n_items + 1, bias=False)
         self.bias = nn.Parameter(torch.zeros(n_items + 1)) if cfg.rounding_bias else None
         self.schedule = make_schedule(make_betas(cfg.schedule, cfg.steps, cfg.beta_start, cfg.beta_end))
@@ -163,7 +168,7 @@ class DiffRec(SeqRecModel):
         if cfg.noise == "sequence":
             history = q_sample(sched, history, n, torch.randn_like(history))
         cols = torch.arange(L, device=inputs.device)
-        f = self.dsr(history, keep, hn, cols, n, position_ids(L + 1, self.max_len, inputs.device))  # (B, L, d)
+        f = self.dsr(history, keep, self.slot_input(hn, n), cols, n, position_ids(L + 1, self.max_len, inputs.device))  # (B, L, d)
 
         mse = (f - h0).pow(2).mean(-1)[real]  # (M,)
         ce = F.cross_entropy(self.logits(f[real]), targets[real], reduction="none")
@@ -183,15 +188,25 @@ class DiffRec(SeqRecModel):
         keep = seqs > 0
         sched = self.schedule.to(seqs.device)
         history = self.embed(seqs)  # (B, w, d)
-        cols = torch.tensor([w - 1], device=seqs.device)
+        last = torch.tensor([w - 1], device=seqs.device)
         positions = position_ids(w + 1, self.max_len, seqs.device)
 
-        def denoise(h: torch.Tensor, n: int) -> torch.Tensor:  # (B, d) h^n -> (B, d) hhat^0
+        cache = self.dsr.encode_history(history, keep, positions) if self.history_is_static else None
+
+        def denoise(h: torch.Tensor, n: int) -> torch.Tensor:  # (B, d) or (B, K, d) h^n -> hhat^0 of the same shape
+            if cfg.noise == "sequence" and h.dim() == 3 and h.shape[1] > 1:  # each sample noises its own history
+                return torch.stack([denoise(h[:, j], n) for j in range(h.shape[1])], dim=1)
             steps = torch.full((B,), n, dtype=torch.long, device=seqs.device)
-            hist = history
-            if cfg.noise == "sequence":
-                hist = q_sample(sched, history, steps, torch.randn(history.shape, generator=generator, device=seqs.device))
-            return self.dsr(hist, keep, h[:, None], cols, steps, positions)[:, 0]
+            slots = self.slot_input(h if h.dim() == 3 else h[:, None], steps)  # (B, K, d): K slots after the last column
+            cols = last.expand(slots.shape[1])
+            if cache is not None:
+                out = self.dsr.denoise_slots(cache, history, keep, slots, cols, steps, positions)
+            else:
+                hist = history
+                if cfg.noise == "sequence":
+                    hist = q_sample(sched, history, steps, torch.randn(history.shape, generator=generator, device=seqs.device))
+                out = self.dsr(hist, keep, slots, cols, steps, positions)
+            return out if h.dim() == 3 else out[:, 0]
 
         def rounding(h0: torch.Tensor) -> torch.Tensor:
             return F.log_softmax(self.logits(h0), dim=-1)
@@ -202,6 +217,18 @@ class DiffRec(SeqRecModel):
         if cfg.sampler == "strided":
             return strided(denoise, rounding, sched, shape, generator, cfg.sampler_steps, device=seqs.device)
         return average(denoise, rounding, sched, shape, generator, cfg.samples, device=seqs.device)
+
+    def slot_input(self, hn: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """What enters the slot: h^n (B, K, d) as is, or scaled by sqrt(abar_n) of each sequence's n (B,)."""
+        if self.cfg.slot_scale == "none":
+            return hn
+        return hn * self.schedule.sqrt_abar.to(hn.device, hn.dtype)[n][:, None, None]
+
+    @property
+    def history_is_static(self) -> bool:
+        """Whether the history stream is the same at every step (target-only noise, z_n in the slot
+        alone): then inference encodes it once per user and each step runs the slot tokens only."""
+        return self.cfg.noise == "target" and self.cfg.step_tokens == "slot"
 
     @torch.no_grad()
     def epoch_diagnostics(self, valid_inputs: torch.Tensor) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Every sampler takes
 - `denoise(h_n, n) -> hhat^0`: the x0-parameterised network for one step n (an int in 1..N),
-  h_n and hhat^0 of shape (B, d);
+  h_n and hhat^0 of shape (B, d), or (B, K, d) for K independent slots of each sequence in one
+  network call;
 - `rounding(hhat^0) -> (B, V)` log-probabilities log p(v | hhat^0) of the rounding transition;
 - a `torch.Generator` for every random draw, so the scores are reproducible,
 and returns (B, V) scores. The slot starts from h^N ~ N(0, I).
@@ -11,9 +12,10 @@ and returns (B, V) scores. The slot starts from h^N ~ N(0, I).
   model's hhat^0 in place of h^0); the last step's hhat^0 is rounded.
 - `strided`: the deterministic DDIM update (Song et al. 2021, eq. 12 with sigma = 0) over k steps
   evenly spaced from N down to 1.
-- `average`: DiffRec's efficient inference (Du et al. 2023): m independent h^N, each denoised to
-  hhat^0 in one call at step N; the m rounded distributions are averaged (mean of probabilities,
-  returned as its log).
+- `average`: DiffRec's efficient inference (Du et al. 2023): m independent h^N, denoised to m
+  hhat^0 at step N by a single network call (m slots after the same history, which the DSR
+  computes once); the m rounded distributions are averaged (mean of probabilities, returned as its
+  log). The m draws are m separate (B, d) draws, as a loop of m calls would make them.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Callable, Literal
 
 import torch
 
-from diffrec.schedule import Schedule, _at
+from diffrec.schedule import Schedule
 
 SamplerKind = Literal["ancestral", "strided", "average"]
 Denoise = Callable[[torch.Tensor, int], torch.Tensor]
@@ -31,9 +33,8 @@ Rounding = Callable[[torch.Tensor], torch.Tensor]
 
 def ancestral_step(sched: Schedule, h_n: torch.Tensor, n: int, h0_hat: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """h^{n-1} = mu~_n(h^n, hhat^0) + sqrt(beta~_n) noise   (DDPM eqs. 6-7)."""
-    step = torch.full(h_n.shape[:1], n, dtype=torch.long, device=h_n.device)
-    mean = _at(sched.posterior_coef_h0, step, h0_hat) * h0_hat + _at(sched.posterior_coef_hn, step, h_n) * h_n
-    return mean + _at(sched.posterior_var, step, h_n).sqrt() * noise
+    mean = sched.posterior_coef_h0[n] * h0_hat + sched.posterior_coef_hn[n] * h_n
+    return mean + sched.posterior_var[n].sqrt() * noise
 
 
 def ddim_step(sched: Schedule, h_n: torch.Tensor, n: int, n_prev: int, h0_hat: torch.Tensor) -> torch.Tensor:
@@ -70,8 +71,9 @@ def strided(denoise: Denoise, rounding: Rounding, sched: Schedule, shape: tuple[
 def average(denoise: Denoise, rounding: Rounding, sched: Schedule, shape: tuple[int, int], generator: torch.Generator, m: int, device=None) -> torch.Tensor:
     if m < 1:
         raise ValueError(f"samples must be >= 1, got {m}")
-    total = None
-    for _ in range(m):
-        logp = rounding(denoise(torch.randn(shape, generator=generator, device=device), sched.steps))
-        total = logp if total is None else torch.logaddexp(total, logp)
+    h = torch.stack([torch.randn(shape, generator=generator, device=device) for _ in range(m)], dim=1)  # (B, m, d)
+    h0 = denoise(h, sched.steps)  # (B, m, d)
+    total = rounding(h0[:, 0])  # (B, V); a running logaddexp keeps one (B, V) buffer besides it
+    for j in range(1, m):
+        total = torch.logaddexp(total, rounding(h0[:, j]))
     return total - math.log(m)

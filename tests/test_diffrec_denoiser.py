@@ -36,12 +36,12 @@ def test_two_stream_mask():
     assert torch.equal(m, expected)
 
 
-@pytest.mark.parametrize("slot", ["linear", "raw"])
-def test_noisy_token_equals_network_on_its_prefix_alone(slot):
+@pytest.mark.parametrize("slot,step_tokens,slot_context", [("linear", "all", "none"), ("raw", "all", "none"), ("linear", "slot", "last")])
+def test_noisy_token_equals_network_on_its_prefix_alone(slot, step_tokens, slot_context):
     """The training pass (every prefix at once) computes exactly the inference computation."""
     torch.manual_seed(0)
     d, L, max_len = 16, 6, 10
-    dsr = DSR(d, layers=2, heads=2, dropout=0.0, max_len=max_len, slot=slot).eval()
+    dsr = DSR(d, layers=2, heads=2, dropout=0.0, max_len=max_len, slot=slot, step_tokens=step_tokens, slot_context=slot_context).eval()
     history = torch.randn(3, L, d)
     keep = torch.ones(3, L, dtype=torch.bool)
     keep[0, :2] = False  # a left-padded row
@@ -66,3 +66,24 @@ def test_step_vector_modes():
     assert torch.equal(raw.step_vector(n), step_embedding(n, 8))
     assert torch.equal(DSR(8, 1, 2, 0.0, 5, step="none").step_vector(n), torch.zeros(2, 8))
     assert DSR(8, 1, 2, 0.0, 5, step="mlp").step_vector(n).shape == (2, 8)
+
+
+@pytest.mark.parametrize("slot_context", ["none", "last"])
+def test_cached_history_gives_the_same_slots_as_the_full_pass(slot_context):
+    """Inference that encodes the history once and runs only the slots per step computes exactly
+    the full two-stream pass (several slots after the last column, a left-padded row)."""
+    torch.manual_seed(0)
+    d, L, max_len = 16, 6, 10
+    dsr = DSR(d, layers=2, heads=2, dropout=0.0, max_len=max_len, step_tokens="slot", slot_context=slot_context).eval()
+    keep = torch.ones(3, L, dtype=torch.bool)
+    keep[0, :4] = False
+    history = torch.randn(3, L, d) * keep[..., None]
+    noisy, cols, n = torch.randn(3, 4, d), torch.full((4,), L - 1), torch.tensor([1, 5, 9])
+    positions = position_ids(L + 1, max_len)
+    full = dsr(history, keep, noisy, cols, n, positions)
+    cache = dsr.encode_history(history, keep, positions)
+    torch.testing.assert_close(dsr.denoise_slots(cache, history, keep, noisy, cols, n, positions), full, atol=1e-5, rtol=1e-5)
+    # every step reuses the cache: another step and other noise still match the full pass
+    torch.testing.assert_close(dsr.denoise_slots(cache, history, keep, noisy.flip(1), cols, n + 3, positions), dsr(history, keep, noisy.flip(1), cols, n + 3, positions), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="step_tokens"):
+        DSR(d, 1, 2, 0.0, max_len, step_tokens="all").encode_history(history, keep, positions)

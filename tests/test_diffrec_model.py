@@ -37,13 +37,19 @@ def test_target_noising_leaves_history_bit_identical(noise):
     clean = model.embed(batch().inputs[:, -(MAX_LEN - 1) :])
     assert torch.equal(history, clean) == (noise == "target")
     model.eval()
+    encoded = []
+    encode = model.dsr.encode_history
+    model.dsr.encode_history = lambda history, *args: encoded.append(history) or encode(history, *args)
     model.score(batch().inputs, torch.Generator().manual_seed(0))
-    assert torch.equal(calls[-1][0][0], model.embed(batch().inputs[:, -(MAX_LEN - 1) :])) == (noise == "target")
+    # target noise: the history is encoded once, as is; sequence noise: every call gets it noised
+    inference_history = encoded[0] if noise == "target" else calls[-1][0][0]
+    assert torch.equal(inference_history, model.embed(batch().inputs[:, -(MAX_LEN - 1) :])) == (noise == "target")
 
 
 def test_training_slot_equals_inference_slot_on_the_same_window():
-    """The last training slot sees exactly what inference sees: same history, positions and network."""
-    model = make().eval()
+    """The last training slot sees exactly what inference sees: same history, positions and network.
+    (The full pass at inference; the history encoded once gives the same slots, tested below.)"""
+    model = make(step_tokens="all").eval()
     calls = capture_dsr_calls(model)
     with torch.no_grad():
         model.loss(batch())
@@ -123,3 +129,17 @@ def test_registered_and_built_from_overrides():
     model, cfg = build_model("diffrec", {"hidden": 16, "sampler": "strided", "steps": "20"}, n_items=N_ITEMS, max_len=MAX_LEN)
     assert isinstance(model, DiffRec) and cfg["sampler"] == "strided" and cfg["steps"] == 20
     assert model.schedule.steps == 20
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "strided", "average"])
+def test_history_encoded_once_scores_like_the_full_pass(sampler, monkeypatch):
+    model = make(step_tokens="slot", slot_context="last", sampler=sampler, sampler_steps=3, samples=3).eval()
+    assert model.history_is_static and not make(noise="sequence", step_tokens="slot").history_is_static
+    seqs = batch().inputs
+    calls = capture_dsr_calls(model)
+    cached = model.score(seqs, torch.Generator().manual_seed(0))
+    assert calls == []  # no full pass: the history was encoded once, the steps ran the slots alone
+    monkeypatch.setattr(DiffRec, "history_is_static", property(lambda self: False))
+    full = model.score(seqs, torch.Generator().manual_seed(0))
+    assert calls  # now every step was a full pass
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)

@@ -77,3 +77,19 @@ def test_throughput_ratio_fails_beyond_25_percent_only():
     (failure,) = compare_ratios(ref, {"step": 1.0, "eval": 2.6})
     assert failure.startswith("throughput: eval = 2.600, reference 2.000 (+30%")
     assert compare_ratios(ref, {"step": 1.0}) == ["throughput: ratio eval was not measured"]
+
+
+def test_throughput_ratios_measure_every_checked_ratio_against_the_reference_names():
+    """measure_ratios on tiny synthetic data: every ratio the committed reference checks is measured,
+    positive and finite, so a renamed or broken measurement fails here rather than in CI's check."""
+    import json
+
+    from benchmark.regress import REFERENCE_DIR, measure_ratios
+    from benchmark.splits import leave_one_out
+    from tests.synthetic import chain_dataset
+
+    ratios, targets, seconds = measure_ratios(leave_one_out(chain_dataset()), batch=8, steps=3, eval_users=16, rounds=1)
+    reference = json.loads((REFERENCE_DIR / "throughput.json").read_text())
+    assert set(ratios) == set(reference["ratios"])
+    assert set(targets) == {"average_per_sasrec_score", "diffrec_step_per_sasrec_score", "full_denoiser_pass_per_step_call"}
+    assert all(math.isfinite(v) and v > 0 for v in [*ratios.values(), *targets.values(), *seconds.values()])

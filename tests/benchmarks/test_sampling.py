@@ -66,7 +66,7 @@ def test_diffrec_sampling(bench, split, size, enabled, sampler, n, batch):
 
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"B{b}")
 def test_diffrec_denoiser_call(bench, split, size, batch):
-    """One denoiser call, the unit of the target time(N=1000) <= 1.1 x 1000 x one call."""
+    """One denoiser call as the samplers make it per step, the unit of the target time(N=1000) <= 1.1 x 1000 x one call."""
     model, _ = build_model("diffrec", size.model({}), n_items=split.n_items, max_len=split.max_len)
     model.to(DEVICE).eval()
     seqs = user_batch(split.test, size.batch(batch), device=DEVICE)
