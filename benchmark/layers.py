@@ -119,7 +119,7 @@ class TransformerEncoder(nn.Module):
         cache = []
         for block in self.blocks:
             _, k, v = block.attn.project(block.ln1(x))
-            cache.append((k, v))
+            cache.append((k.contiguous(), v.contiguous()))  # permuted views would be copied at every step
             x = block(x, mask) * keep
         return cache
 

@@ -172,7 +172,7 @@ def compare_ratios(reference: dict[str, float], measured: dict[str, float], slac
     return failures
 
 
-def measure_ratios(split, *, batch: int = 256, steps: int = 200, eval_users: int = 2048, rounds: int = 3, device="cpu") -> tuple[dict, dict, dict]:
+def measure_ratios(split, *, batch: int = 256, steps: int = 1000, eval_users: int = 2048, rounds: int = 3, device="cpu") -> tuple[dict, dict, dict]:
     """Relative costs measured in this process, interleaved, each the best of `rounds`
     (CPU time on a CPU, see `benchmark.speed.clock`).
 
@@ -254,7 +254,7 @@ def check_throughput(args) -> int:
         print(f"  {name:38s} {value:8.3f}  (reported, not checked)")
     print("  seconds (best of rounds): " + ", ".join(f"{k} {v:.3f}" for k, v in seconds.items()))
     if args.update:
-        how = "beauty test users, batch 256, untrained default models, 1 torch thread; ancestral N=200; evaluation of 2048 users"
+        how = "beauty test users, batch 256, untrained default models, 1 torch thread; ancestral N=1000; evaluation of 2048 users"
         write_json_atomic(path, {"ratios": ratios, "targets": targets, "seconds": seconds, "how": how, "max_slowdown": MAX_SLOWDOWN, "environment": env})
         print(f"wrote {path}")
         return 0

@@ -52,7 +52,7 @@ def diffrec_denoiser_call(model, seqs: torch.Tensor, n: int | None = None, cache
     history, keep = model.embed(seqs), seqs > 0
     cols = torch.tensor([w - 1], device=seqs.device)
     positions = position_ids(w + 1, model.max_len, seqs.device)
-    steps = torch.full((B,), n or model.cfg.steps, dtype=torch.long, device=seqs.device)
+    steps = torch.full((1,), n or model.cfg.steps, dtype=torch.long, device=seqs.device)  # as `DiffRec.score`: one z_n, broadcast
     noisy = torch.randn(B, 1, model.cfg.hidden, device=seqs.device)
     if model.history_is_static if cached is None else cached:
         cache = model.dsr.encode_history(history, keep, positions)

@@ -31,10 +31,16 @@ Denoise = Callable[[torch.Tensor, int], torch.Tensor]
 Rounding = Callable[[torch.Tensor], torch.Tensor]
 
 
-def ancestral_step(sched: Schedule, h_n: torch.Tensor, n: int, h0_hat: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """h^{n-1} = mu~_n(h^n, hhat^0) + sqrt(beta~_n) noise   (DDPM eqs. 6-7)."""
-    mean = sched.posterior_coef_h0[n] * h0_hat + sched.posterior_coef_hn[n] * h_n
-    return mean + sched.posterior_var[n].sqrt() * noise
+def posterior_coefficients(sched: Schedule) -> list[tuple[float, float, float]]:
+    """Per step n (index n): (coef of hhat^0, coef of h^n, std) of q(h^{n-1} | h^n, hhat^0), as
+    Python floats read once per sampling call (no device round trip inside the loop)."""
+    return list(zip(sched.posterior_coef_h0.tolist(), sched.posterior_coef_hn.tolist(), sched.posterior_var.sqrt().tolist()))
+
+
+def ancestral_step(h_n: torch.Tensor, h0_hat: torch.Tensor, noise: torch.Tensor, coefs: tuple[float, float, float]) -> torch.Tensor:
+    """h^{n-1} = mu~_n(h^n, hhat^0) + sqrt(beta~_n) noise   (DDPM eqs. 6-7), coefs of step n."""
+    c_h0, c_hn, std = coefs
+    return torch.add(h0_hat * c_h0, h_n, alpha=c_hn).add_(noise, alpha=std)
 
 
 def ddim_step(sched: Schedule, h_n: torch.Tensor, n: int, n_prev: int, h0_hat: torch.Tensor) -> torch.Tensor:
@@ -52,9 +58,10 @@ def strided_steps(steps: int, k: int) -> list[int]:
 
 @torch.inference_mode()
 def ancestral(denoise: Denoise, rounding: Rounding, sched: Schedule, shape: tuple[int, int], generator: torch.Generator, device=None) -> torch.Tensor:
+    coefs = posterior_coefficients(sched)
     h = torch.randn(shape, generator=generator, device=device)
     for n in range(sched.steps, 1, -1):
-        h = ancestral_step(sched, h, n, denoise(h, n), torch.randn(shape, generator=generator, device=device))
+        h = ancestral_step(h, denoise(h, n), torch.randn(shape, generator=generator, device=device), coefs[n])
     return rounding(denoise(h, 1))
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffrec.samplers import ancestral, ancestral_step, average, ddim_step, strided, strided_steps
+from diffrec.samplers import ancestral, ancestral_step, average, ddim_step, posterior_coefficients, strided, strided_steps
 from diffrec.schedule import linear_betas, make_schedule, q_posterior
 
 SCHED = make_schedule(linear_betas(20))
@@ -51,7 +51,7 @@ def test_ancestral_step_uses_the_posterior():
     h_n, h0 = torch.randn(2, 4), torch.randn(2, 4)
     mean, var = q_posterior(SCHED, h0, h_n, torch.tensor([7, 7]))
     noise = torch.randn(2, 4)
-    torch.testing.assert_close(ancestral_step(SCHED, h_n, 7, h0, noise), mean + var.sqrt() * noise)
+    torch.testing.assert_close(ancestral_step(h_n, h0, noise, posterior_coefficients(SCHED)[7]), mean + var.sqrt() * noise)
 
 
 def test_ddim_step_is_consistent_with_the_forward_process():

@@ -2,7 +2,9 @@
 
 N is the number of denoiser calls per user for the loop samplers: `ancestral` runs a chain of
 N steps, `strided` runs N of the 1000 steps of a 1000-step chain (DDIM), DiffuRec runs its N-step
-chain. `average` makes m (default) calls at step N whatever N is, so its line is flat in N.
+chain. DiffRec encodes each user's history once and then runs only the slot per step (its
+defaults); `average` makes one call with m (default) slots at step N whatever N is, so its line is
+flat in N.
 Every case scores the same fixed random sample of test users (cut to their longest history) under
 `torch.inference_mode()`, as the protocol's evaluator does; the models are freshly initialised
 (throughput does not depend on the weights).
