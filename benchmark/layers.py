@@ -55,9 +55,12 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv_out: list | None = None) -> torch.Tensor:
+        """kv_out: if given, this call's keys and values are appended to it (contiguous, for reuse)."""
         B, L, d = x.shape
         q, k, v = self.project(x)
+        if kv_out is not None:
+            kv_out.append((k.contiguous(), v.contiguous()))  # permuted views would be copied at every reuse
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, L, d))
 
@@ -84,8 +87,8 @@ class TransformerBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv_out: list | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask, kv_out))
         return x + self.drop(self.ffn(self.ln2(x)))
 
     def forward_queries(self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -118,9 +121,7 @@ class TransformerEncoder(nn.Module):
         x = x * keep
         cache = []
         for block in self.blocks:
-            _, k, v = block.attn.project(block.ln1(x))
-            cache.append((k.contiguous(), v.contiguous()))  # permuted views would be copied at every step
-            x = block(x, mask) * keep
+            x = block(x, mask, cache) * keep
         return cache
 
     @torch.inference_mode()

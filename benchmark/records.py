@@ -1,6 +1,7 @@
 """Run records: one JSON file per run, written atomically, with everything needed to trust it."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -33,7 +34,10 @@ def write_json_atomic(path: str | Path, obj) -> Path:
     return path
 
 
+@functools.cache
 def git_commit() -> str:
+    """The commit of the code this process runs: read once, on the first call (`benchmark.run` makes
+    it at start), so that edits made while a long suite runs do not relabel its later records."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from benchmark import data as data_mod
 from benchmark.config import ConfigError, build_config, parse_assignments
 from benchmark.metrics import PROTOCOL
-from benchmark.records import PROJECT_ROOT, environment, write_json_atomic
+from benchmark.records import PROJECT_ROOT, environment, git_commit, write_json_atomic
 from benchmark.registry import MODELS, build_model, model_spec
 from benchmark.splits import Split, leave_one_out
 from benchmark.suite import Cell, Suite, load_suite_file, resolve_suite, suite_names
@@ -139,6 +139,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def run_suite(suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=True, shard: tuple[int, int] = (0, 1)) -> list[Path]:
     out = Path(out)
+    git_commit()  # read now: the records name the code this process started with
     k, n = shard
     cells = [c for i, c in enumerate(suite.cells) if i % n == k]
     for path in remove_stale_temps(out):

@@ -81,9 +81,9 @@ class DSR(nn.Module):
 
     def forward(self, history: torch.Tensor, keep: torch.Tensor, noisy: torch.Tensor, cols: torch.Tensor, n: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         # history: (B, L, d) item vectors; keep: (B, L) bool; noisy: (B, K, d) h^n; cols: (K,) long;
-        # n: (B,) step per sequence; positions: (L + 1,) position ids of the L columns and the slot after them
+        # n: (B,) step per sequence, or (1,) for the whole batch; positions: (L + 1,) position ids of the L columns and the slot after them
         L = history.shape[1]
-        z = self.step_vector(n)[:, None]  # (B, 1, d), the same z_n at every position it is added to
+        z = self.step_vector(n)[:, None]  # (B or 1, 1, d), the same z_n at every position it is added to
         clean = history + self.pos_emb(positions[:L])
         if self.step_tokens == "all":
             clean = clean + z
@@ -112,7 +112,7 @@ class DSR(nn.Module):
         return self.encoder.forward_queries(slots, keep[:, cols], cache, slot_mask(keep, cols))
 
     def step_vector(self, n: torch.Tensor) -> torch.Tensor:
-        """(B,) steps -> (B, d) the vector z_n added to every token."""
+        """(B,) steps -> (B, d) the vector z_n added to the tokens (`step_tokens`)."""
         z = step_embedding(n, self.d)
         if self.step == "none":
             return torch.zeros_like(z)

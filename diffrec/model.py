@@ -232,7 +232,7 @@ class DiffRec(SeqRecModel):
         return average(denoise, rounding, sched, shape, generator, cfg.samples, device=seqs.device)
 
     def slot_input(self, hn: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        """What enters the slot: h^n (B, K, d) as is, or scaled by sqrt(abar_n) of each sequence's n (B,)."""
+        """What enters the slot: h^n (B, K, d) as is, or scaled by sqrt(abar_n) for the steps n, (B,) or (1,)."""
         if self.cfg.slot_scale == "none":
             return hn
         return hn * self.schedule.sqrt_abar.to(hn.device, hn.dtype)[n][:, None, None]

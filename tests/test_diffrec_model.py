@@ -143,3 +143,12 @@ def test_history_encoded_once_scores_like_the_full_pass(sampler, monkeypatch):
     full = model.score(seqs, torch.Generator().manual_seed(0))
     assert calls  # now every step was a full pass
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+
+
+def test_slot_scale_signal_multiplies_h_n_by_sqrt_abar_n():
+    h, n = torch.randn(2, 3, 16), torch.tensor([1, 10])
+    scaled = make(slot_scale="signal")
+    expected = h * scaled.schedule.sqrt_abar[n].float()[:, None, None]
+    torch.testing.assert_close(scaled.slot_input(h, n), expected)
+    assert torch.equal(make(slot_scale="none").slot_input(h, n), h)  # the paper's h^n
+    assert float(scaled.schedule.sqrt_abar[10]) < 0.9  # the check above is not vacuous at N = 10
