@@ -92,7 +92,7 @@ from benchmark.layers import init_weights, position_ids
 from benchmark.model import Batch, SeqRecModel
 from diffrec.denoiser import DSR, SlotContext, SlotInput, StepEmbedding, StepTokens
 from diffrec.samplers import SamplerKind, ancestral, average, strided
-from diffrec.schedule import ScheduleKind, make_betas, make_schedule, q_sample
+from diffrec.schedule import Schedule, ScheduleKind, _at, make_betas, make_schedule, q_sample
 from diffrec.step_sampler import StepSampling, make_step_sampler
 
 
@@ -181,7 +181,7 @@ class DiffRec(SeqRecModel):
         if cfg.noise == "sequence":
             history = q_sample(sched, history, n, torch.randn_like(history))
         cols = torch.arange(L, device=inputs.device)
-        f = self.dsr(history, keep, self.slot_input(hn, n), cols, n, position_ids(L + 1, self.max_len, inputs.device))  # (B, L, d)
+        f = self.dsr(history, keep, self.slot_input(hn, n, sched), cols, n, position_ids(L + 1, self.max_len, inputs.device))  # (B, L, d)
 
         mse = (f - h0).pow(2).mean(-1)[real]  # (M,)
         ce = F.cross_entropy(self.logits(f[real]), targets[real], reduction="none")
@@ -210,7 +210,7 @@ class DiffRec(SeqRecModel):
             if cfg.noise == "sequence" and h.dim() == 3 and h.shape[1] > 1:  # each sample noises its own history
                 return torch.stack([denoise(h[:, j], n) for j in range(h.shape[1])], dim=1)
             steps = torch.full((1,), n, dtype=torch.long, device=seqs.device)  # one step for the batch: z_n computed once, broadcast
-            slots = self.slot_input(h if h.dim() == 3 else h[:, None], steps)  # (B, K, d): K slots after the last column
+            slots = self.slot_input(h if h.dim() == 3 else h[:, None], steps, sched)  # (B, K, d): K slots after the last column
             cols = last.expand(slots.shape[1])
             if cache is not None:
                 out = self.dsr.denoise_slots(cache, history, keep, slots, cols, steps, positions)
@@ -231,11 +231,12 @@ class DiffRec(SeqRecModel):
             return strided(denoise, rounding, sched, shape, generator, cfg.sampler_steps, device=seqs.device)
         return average(denoise, rounding, sched, shape, generator, cfg.samples, device=seqs.device)
 
-    def slot_input(self, hn: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        """What enters the slot: h^n (B, K, d) as is, or scaled by sqrt(abar_n) for the steps n, (B,) or (1,)."""
+    def slot_input(self, hn: torch.Tensor, n: torch.Tensor, sched: Schedule) -> torch.Tensor:
+        """What enters the slot: h^n (B, K, d) as is, or scaled by sqrt(abar_n) for the steps n, (B,)
+        or (1,); `sched` is the schedule already on h^n's device (no copy per sampler step)."""
         if self.cfg.slot_scale == "none":
             return hn
-        return hn * self.schedule.sqrt_abar.to(hn.device, hn.dtype)[n][:, None, None]
+        return _at(sched.sqrt_abar, n, hn) * hn
 
     @property
     def history_is_static(self) -> bool:

@@ -149,6 +149,6 @@ def test_slot_scale_signal_multiplies_h_n_by_sqrt_abar_n():
     h, n = torch.randn(2, 3, 16), torch.tensor([1, 10])
     scaled = make(slot_scale="signal")
     expected = h * scaled.schedule.sqrt_abar[n].float()[:, None, None]
-    torch.testing.assert_close(scaled.slot_input(h, n), expected)
-    assert torch.equal(make(slot_scale="none").slot_input(h, n), h)  # the paper's h^n
+    torch.testing.assert_close(scaled.slot_input(h, n, scaled.schedule), expected)
+    assert torch.equal(make(slot_scale="none").slot_input(h, n, scaled.schedule), h)  # the paper's h^n
     assert float(scaled.schedule.sqrt_abar[10]) < 0.9  # the check above is not vacuous at N = 10
