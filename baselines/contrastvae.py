@@ -139,6 +139,17 @@ class ContrastVAEConfig:
             raise ValueError(f"aug_ratio {self.aug_ratio} must be in [0, 1)")
 
 
+# Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = ContrastVAEConfig keys.
+SEARCH_SPACE = {
+    "train.lr": ("log", 1e-4, 1e-2),
+    "hidden": ("choice", [32, 64, 128]),  # all divisible by the 2 heads
+    "dropout": ("float", 0.1, 0.6),
+    "beta_max": ("log", 0.01, 1.0),
+    "contrast_weight": ("float", 0.0, 1.0),
+    "anneal_epochs": ("int", 0, 20, 5),
+}
+
+
 class ContrastVAE(SeqRecModel):
     def __init__(self, cfg: ContrastVAEConfig, *, n_items: int, max_len: int):
         super().__init__(n_items, max_len)

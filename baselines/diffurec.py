@@ -124,6 +124,17 @@ class DiffuRecConfig:
             raise ValueError("delta, targets and window must be >= 0 and init_std > 0")
 
 
+# Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = DiffuRecConfig keys.
+SEARCH_SPACE = {
+    "train.lr": ("log", 1e-4, 1e-2),
+    "hidden": ("choice", [32, 64, 128]),  # all divisible by the 2 heads
+    "layers": ("int", 1, 3),
+    "dropout": ("float", 0.0, 0.5),
+    "emb_dropout": ("float", 0.0, 0.6),
+    "delta": ("log", 1e-4, 1e-2),
+}
+
+
 class DiffuRec(SeqRecModel):
     def __init__(self, cfg: DiffuRecConfig, *, n_items: int, max_len: int):
         super().__init__(n_items, max_len)

@@ -128,6 +128,17 @@ class Discriminator(nn.Module):
         return self.head(torch.cat([h, c, h * c], -1)).squeeze(-1)
 
 
+# Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = MFGANConfig keys.
+SEARCH_SPACE = {
+    "train.lr": ("log", 1e-4, 1e-2),
+    "hidden": ("choice", [32, 64, 128]),  # all divisible by the 2 heads
+    "layers": ("int", 1, 3),
+    "dropout": ("float", 0.1, 0.6),
+    "mle_weight": ("choice", [0.0, 0.5, 1.0]),
+    "pretrain_epochs": ("int", 0, 10, 5),
+}
+
+
 class MFGAN(SeqRecModel):
     def __init__(self, cfg: MFGANConfig, *, n_items: int, max_len: int):
         super().__init__(n_items, max_len)

@@ -110,6 +110,18 @@ class SVAEConfig:
             raise ValueError("beta_max and anneal_epochs must be >= 0")
 
 
+# Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = SVAEConfig keys.
+# The KL weight and its warm-up are in it because they decide whether the latent collapses.
+SEARCH_SPACE = {
+    "train.lr": ("log", 1e-4, 1e-2),
+    "hidden": ("choice", [32, 64, 128]),
+    "latent": ("choice", [32, 64, 128]),
+    "dropout": ("float", 0.0, 0.5),
+    "beta_max": ("log", 0.01, 1.0),
+    "anneal_epochs": ("int", 0, 20, 5),
+}
+
+
 class SVAE(SeqRecModel):
     def __init__(self, cfg: SVAEConfig, *, n_items: int, max_len: int):
         super().__init__(n_items, max_len)

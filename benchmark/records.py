@@ -37,14 +37,16 @@ def write_json_atomic(path: str | Path, obj) -> Path:
 @functools.cache
 def git_commit() -> str:
     """The commit of the code this process runs: read once, on the first call (`benchmark.run` makes
-    it at start), so that edits made while a long suite runs do not relabel its later records."""
+    it at start), so that edits made while a long suite runs do not relabel its later records.
+    A copy of the tree without git (a lent GPU machine, say) names it in $DIFFREC_BENCH_GIT_COMMIT."""
+    fallback = os.environ.get("DIFFREC_BENCH_GIT_COMMIT") or "unknown"
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return fallback
     if out.returncode:
-        return "unknown"
+        return fallback
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 

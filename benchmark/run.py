@@ -4,13 +4,15 @@ Each cell (dataset x model x seed x setting) trains with early stopping on valid
 is tested once, and writes one JSON record `OUT/runs/<cell key>.json` atomically. Cells whose
 record already exists for the same resolved cell are skipped, so an interrupted suite (kill -9
 included) resumes where it stopped and loses at most the cell in progress. `--shard K/N` runs
-every N-th cell, so N processes (or machines sharing OUT) can split a suite. A suite with
+every N-th cell, so N processes (or machines sharing OUT) can split a suite; `--only main|ablations`
+runs one part of it (the main table first, say). A suite with
 `[tune] auto = true` first tunes its studies (`benchmark.tune`); every run ends with the report
 (`benchmark.report`).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -26,7 +28,7 @@ from benchmark.metrics import PROTOCOL
 from benchmark.records import PROJECT_ROOT, environment, git_commit, write_json_atomic
 from benchmark.registry import MODELS, build_model, model_spec
 from benchmark.splits import Split, leave_one_out
-from benchmark.suite import Cell, Suite, load_suite_file, resolve_suite, suite_names
+from benchmark.suite import MAIN_TAGS, Cell, Suite, load_suite_file, resolve_suite, suite_names
 from benchmark.train import TrainConfig, evaluate, fit
 
 DEFAULT_OUT = PROJECT_ROOT / "results"
@@ -217,6 +219,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.splitlines()[0])
     add_suite_arguments(p)
     p.add_argument("--shard", metavar="K/N", help="run only cells K, K+N, K+2N, ... (0-based), for splitting a suite across processes")
+    p.add_argument("--only", choices=("main", "ablations"), help="run only the main table's cells, or only the ablation cells")
     p.add_argument("--no-tune", action="store_true", help="skip the suite's automatic tuning ([tune] auto = true)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     args = p.parse_args(argv)
@@ -236,6 +239,8 @@ def main(argv=None) -> int:
 
             tune_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress)
             suite = suite_from_args(args, p)  # again, now with the tuned parameters
+        if args.only:
+            suite = dataclasses.replace(suite, cells=tuple(c for c in suite.cells if (c.tag in MAIN_TAGS) == (args.only == "main")))
         run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress, shard=shard)
         if not args.no_report:
             from benchmark.report import write_report

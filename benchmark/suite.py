@@ -12,7 +12,8 @@ Keys of a suite file (every key is optional except datasets and models):
     [model.all]   hidden = 16               # applied to every model whose config has the key
     [model.NAME]  key = value               # one model's config overrides
     [train_model.NAME] lr = 0.01            # one model's TrainConfig overrides
-    [tune]   trials = 20, auto = false, seed = 0, pruner = "median", models = [...], datasets = [...]
+    [tune]   trials = 20, auto = false, seed = 0, pruner = "median", models = [...], datasets = [...],
+             trial_time_budget_s = 0        # seconds of training per trial (0 = no limit), every model alike
     [[ablation]]                            # one entry per ablation; produces tagged cells
     model = "diffrec"
     datasets = ["ml-100k"]                  # default: the suite's datasets
@@ -45,11 +46,11 @@ from benchmark.train import TrainConfig
 SUITE_KEYS = {"description", "datasets", "models", "seeds", "params", "data", "train", "model", "train_model", "tune", "ablation"}
 DATA_KEYS = {"users", "max_len"}
 FILE_KEYS = {"file", "format", "name"}
-TUNE_KEYS = {"trials", "auto", "seed", "pruner", "models", "datasets"}
+TUNE_KEYS = {"trials", "auto", "seed", "pruner", "models", "datasets", "trial_time_budget_s"}
 ABLATION_KEYS = {"model", "datasets", "seeds", "grid", "points", "fixed"}
 PRUNERS = ("median", "none")
 MAIN_TAGS = ("default", "tuned")  # tags of the cells that make a suite's main table
-TUNE_DEFAULTS = {"trials": 20, "auto": False, "seed": 0, "pruner": "median"}
+TUNE_DEFAULTS = {"trials": 20, "auto": False, "seed": 0, "pruner": "median", "trial_time_budget_s": 0.0}
 
 
 @dataclass(frozen=True)
@@ -395,12 +396,15 @@ def _resolve_tune(opts: dict, where: str) -> dict:
     tune = {**TUNE_DEFAULTS, "models": [], "datasets": [], **opts}
     try:
         tune["trials"], tune["seed"] = int(tune["trials"]), int(tune["seed"])
+        tune["trial_time_budget_s"] = float(tune["trial_time_budget_s"])
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: [tune] trials and seed must be integers") from None
+        raise ConfigError(f"{where}: [tune] trials and seed must be integers, trial_time_budget_s a number") from None
     if isinstance(tune["auto"], str):
         tune["auto"] = tune["auto"].lower() in ("true", "1", "yes")
     if tune["trials"] < 1:
         raise ConfigError(f"{where}: [tune] trials must be >= 1")
+    if tune["trial_time_budget_s"] < 0:
+        raise ConfigError(f"{where}: [tune] trial_time_budget_s must be >= 0 (0 = no limit)")
     if tune["pruner"] not in PRUNERS:
         raise ConfigError(f"{where}: [tune] pruner must be one of {', '.join(PRUNERS)}")
     for key in ("models", "datasets"):

@@ -10,6 +10,8 @@ One Optuna study per (dataset, model) of a suite's [tune] section, persisted in 
   points);
 - the model's default configuration (as the suite resolves it) enqueued as trial 0;
 - a median pruner fed by each validation evaluation (NDCG@10) of the trial's training run;
+- optionally the same training time per trial ([tune] trial_time_budget_s), so that no model gets
+  more compute per trial than another; the trial's run stops there and keeps its best evaluation;
 - objective: the best validation NDCG@10 (unmasked) of the run. Tuning never reads the test set.
 
 Search spaces live beside each model's config: a `SEARCH_SPACE` dict in the model's module,
@@ -153,15 +155,18 @@ def counted_trials(study: optuna.Study, budget: int) -> list[optuna.trial.Frozen
 class Objective:
     """Trains one configuration of a cell; returns its best validation NDCG@10."""
 
-    def __init__(self, cell: Cell, space: dict, *, data_dir=None, device="cpu"):
+    def __init__(self, cell: Cell, space: dict, *, data_dir=None, device="cpu", time_budget_s: float = 0.0):
         self.cell, self.space, self.device = cell, space, device
+        self.train_config = dict(cell.train_config)
+        if time_budget_s:  # the trial cap, or the cell's own budget where that is smaller
+            self.train_config["time_budget_s"] = min(time_budget_s, cell.train_config["time_budget_s"] or time_budget_s)
         _, self.split, self.max_len = load_data(cell, data_dir)  # the split's test part is never read
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.space)
         try:
             m_part, t_part = split_setting(params, self.cell.model, f"trial {trial.number}")
-            tcfg = build_config(TrainConfig, {**self.cell.train_config, **t_part}, where=f"trial {trial.number} train")
+            tcfg = build_config(TrainConfig, {**self.train_config, **t_part}, where=f"trial {trial.number} train")
             model, _ = build_model(self.cell.model, {**self.cell.model_config, **m_part}, n_items=self.split.n_items, max_len=self.max_len, seed=self.cell.seed)
 
             def on_eval(epoch: int, score: float) -> None:
@@ -177,6 +182,8 @@ class Objective:
         trial.set_user_attr("worker_pid", os.getpid())
         trial.set_user_attr("best_epoch", fitted.best_epoch)
         trial.set_user_attr("train_seconds", round(fitted.train_seconds, 3))
+        trial.set_user_attr("epochs_run", fitted.epochs_run)
+        trial.set_user_attr("stopped", fitted.stopped)
         trial.set_user_attr("params_count", sum(p.numel() for p in model.parameters()))
         return max(scores)
 
@@ -197,13 +204,16 @@ def _log_trial(name: str):
     return callback
 
 
-def optimize(cell: Cell, space: dict, storage_url: str, study_name: str, *, trials: int, budget: int, seed: int, pruner: str, data_dir=None, device="cpu", threads=0, quiet=False) -> None:
+def optimize(
+    cell: Cell, space: dict, storage_url: str, study_name: str, *, trials: int, budget: int, seed: int, pruner: str, time_budget_s: float = 0.0, data_dir=None, device="cpu", threads=0, quiet=False
+) -> None:
     """Runs up to `trials` trials of a study in this process (one worker)."""
     if threads:
         torch.set_num_threads(threads)
     study = open_study(study_name, make_storage(storage_url), seed=seed, pruner=pruner)
     callbacks = [_stop_at_budget(budget)] + ([] if quiet else [_log_trial(study_name)])
-    study.optimize(Objective(cell, space, data_dir=data_dir, device=device), n_trials=trials, catch=CAUGHT, callbacks=callbacks, gc_after_trial=True)
+    objective = Objective(cell, space, data_dir=data_dir, device=device, time_budget_s=time_budget_s)
+    study.optimize(objective, n_trials=trials, catch=CAUGHT, callbacks=callbacks, gc_after_trial=True)
 
 
 def _worker(kwargs: dict) -> None:
@@ -211,7 +221,8 @@ def _worker(kwargs: dict) -> None:
 
 
 def tune_cell(
-    cell: Cell, *, out, budget: int, seed: int = 0, pruner: str = "median", storage: str | None = None, workers: int = 1, fixed=(), data_dir=None, device="cpu", threads=0, quiet=False
+    cell: Cell, *, out, budget: int, seed: int = 0, pruner: str = "median", time_budget_s: float = 0.0, storage: str | None = None, workers: int = 1, fixed=(), data_dir=None, device="cpu", threads=0,
+    quiet=False,
 ) -> dict | None:
     """Brings the study of one base cell to `budget` trials with `workers` local processes and
     exports it; returns the exported summary (None when the model has nothing to tune)."""
@@ -239,7 +250,7 @@ def tune_cell(
     print(f"study {name}: {budget - remaining - running} of {budget} trials done, {running} running elsewhere, {max(remaining, 0)} to run ({workers} worker(s); {redact(url)})", flush=True)
     if remaining > 0:
         jobs = [
-            dict(cell=cell, space=space, storage_url=url, study_name=name, trials=remaining // workers + (i < remaining % workers), budget=budget, seed=seed + i, pruner=pruner, data_dir=data_dir, device=device, threads=threads, quiet=quiet)
+            dict(cell=cell, space=space, storage_url=url, study_name=name, trials=remaining // workers + (i < remaining % workers), budget=budget, seed=seed + i, pruner=pruner, time_budget_s=time_budget_s, data_dir=data_dir, device=device, threads=threads, quiet=quiet)
             for i in range(min(workers, remaining))
         ]
         if len(jobs) == 1:
@@ -254,10 +265,13 @@ def tune_cell(
             failed = [p.exitcode for p in procs if p.exitcode]
             if failed:
                 raise RuntimeError(f"study {name}: {len(failed)} tuning worker(s) failed (exit codes {failed})")
-    return export_study(open_study(name, make_storage(url), seed=seed, pruner=pruner), out=out, budget=budget, cell=cell, space=space, origin=origin, storage=url, seed=seed, pruner=pruner)
+    study = open_study(name, make_storage(url), seed=seed, pruner=pruner)
+    return export_study(study, out=out, budget=budget, cell=cell, space=space, origin=origin, storage=url, seed=seed, pruner=pruner, time_budget_s=time_budget_s, device=device)
 
 
-def export_study(study: optuna.Study, *, out, budget: int, cell: Cell, space: dict, origin: str, storage: str, seed: int, pruner: str) -> dict | None:
+def export_study(
+    study: optuna.Study, *, out, budget: int, cell: Cell, space: dict, origin: str, storage: str, seed: int, pruner: str, time_budget_s: float = 0.0, device="cpu"
+) -> dict | None:
     """Writes OUT/tuning/<study>/trials.csv (every trial) and best.json (best of the budget)."""
     folder = best_params_path(Path(out) / "tuning", study.study_name).parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -287,8 +301,9 @@ def export_study(study: optuna.Study, *, out, budget: int, cell: Cell, space: di
         "space_origin": origin,
         "sampler": f"TPE, seed {seed} (+ worker index)",
         "pruner": f"{pruner} on validation {SELECTION_METRIC} per evaluation",
+        "trial_time_budget_s": time_budget_s,
         "cell": cell.identity(),
-        "environment": environment("cpu"),
+        "environment": environment(device),
     }
     write_json_atomic(folder / "best.json", summary)
     return summary
@@ -299,7 +314,7 @@ def tune_suite(suite: Suite, *, out, storage: str | None = None, workers: int = 
     summaries = []
     for cell in tqdm(suite.tune_cells, desc=f"{suite.name} studies", unit="study", disable=not progress):
         summary = tune_cell(
-            cell, out=out, budget=t["trials"], seed=t["seed"], pruner=t["pruner"], storage=storage, workers=workers,
+            cell, out=out, budget=t["trials"], seed=t["seed"], pruner=t["pruner"], time_budget_s=t["trial_time_budget_s"], storage=storage, workers=workers,
             fixed=suite.fixed.get(cell.model, ()), data_dir=data_dir, device=device, threads=threads, quiet=not progress,
         )
         if summary:

@@ -139,6 +139,18 @@ class DiffRecConfig:
             raise ValueError("at least one loss weight must be positive")
 
 
+# Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = DiffRecConfig keys.
+# SASRec's five dimensions plus the MSE weight; N, the sampler and the noising are ablations, not tuned.
+SEARCH_SPACE = {
+    "train.lr": ("log", 1e-4, 1e-2),
+    "train.weight_decay": ("choice", [0.0, 1e-6, 1e-4]),
+    "hidden": ("choice", [32, 64, 128]),  # all divisible by the 2 heads
+    "layers": ("int", 1, 3),
+    "dropout": ("float", 0.1, 0.6),
+    "mse_weight": ("choice", [0.0, 0.03, 0.1, 0.3, 1.0]),
+}
+
+
 class DiffRec(SeqRecModel):
     def __init__(self, cfg: DiffRecConfig, *, n_items: int, max_len: int):
         super().__init__(n_items, max_len)

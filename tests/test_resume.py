@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,13 @@ def test_smoke_suite_tunes_ablates_resumes_and_reports(tmp_path):
     assert f"{len(records)} already done, 0 to run" in again.stdout
     assert again.stdout.count("2 of 2 trials done") == 2
     assert len(list((tmp_path / "runs").glob("*.json"))) == len(records)
+
+
+def test_a_tree_without_git_names_its_commit_from_the_environment(monkeypatch):
+    import benchmark.records as records
+
+    monkeypatch.setattr(records, "PROJECT_ROOT", Path("/"))  # no repository there
+    monkeypatch.delenv("DIFFREC_BENCH_GIT_COMMIT", raising=False)
+    assert records.git_commit.__wrapped__() == "unknown"
+    monkeypatch.setenv("DIFFREC_BENCH_GIT_COMMIT", "0123abc")
+    assert records.git_commit.__wrapped__() == "0123abc"

@@ -51,6 +51,8 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
         ({"tune": {"trails": 2}}, "unknown key 'trails'"),
         ({"tune": {"models": ["sasrec"]}}, r"\[tune\] unknown model 'sasrec'"),
         ({"tune": {"pruner": "hyperband"}}, "pruner must be"),
+        ({"tune": {"trial_time_budget_s": -1}}, "trial_time_budget_s must be >= 0"),
+        ({"tune": {"trial_time_budget_s": "long"}}, "trial_time_budget_s a number"),
         ({"seeds": [0.5]}, "list of integers"),
         ({"ablation": [{"model": "nosuch", "points": [{"a": 1}]}]}, "ablation 1: unknown model 'nosuch'"),
         ({"ablation": [{"model": "sasrec-ce", "grid": {"nosuchkey": [1]}}]}, "unknown key 'nosuchkey' for model sasrec-ce"),
@@ -150,3 +152,15 @@ def test_cli_lists_and_rejects_bad_settings_before_training(capsys):
     assert "unknown key 'hiden'" in capsys.readouterr().err
     assert run.main(["--suite", "nosuch"]) == 2
     assert "unknown suite 'nosuch'" in capsys.readouterr().err
+
+
+def test_only_runs_the_main_cells_or_the_ablation_cells(tmp_path, monkeypatch):
+    chain_file = write_sequences(tmp_path / "c.txt", chain_dataset(n_items=20, users=40))
+    ran = []
+    monkeypatch.setattr(run, "run_suite", lambda suite, **kw: ran.append(sorted(c.tag for c in suite.cells)))
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(f'datasets = [{{file = "{chain_file}", format = "sequences"}}]\nmodels = ["diffrec"]\n[[ablation]]\nmodel = "diffrec"\npoints = [{{steps = 5}}, {{steps = 10}}]\n')
+    common = ["--suite", str(suite_file), "--out", str(tmp_path / "out"), "--no-report"]
+    for only in ([], ["--only", "main"], ["--only", "ablations"]):
+        assert run.main(common + only) == 0
+    assert ran == [["default", "steps=10", "steps=5"], ["default"], ["steps=10", "steps=5"]]

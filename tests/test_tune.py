@@ -109,3 +109,28 @@ def test_two_workers_share_one_sqlite_study_without_losing_or_repeating_trials(t
     assert len({t.user_attrs["worker_pid"] for t in trials if "worker_pid" in t.user_attrs}) == 2
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 6  # no configuration ran twice
     assert summary["trials"] == 6
+
+
+def test_a_trial_time_budget_stops_every_trial_and_is_exported(tmp_path, base_cell):
+    cell = dataclasses.replace(base_cell, train_config={**base_cell.train_config, "epochs": 3})
+    summary = tune.tune_cell(cell, out=tmp_path, budget=2, seed=0, time_budget_s=1e-6, quiet=True)
+    study = optuna.load_study(study_name=summary["study"], storage=tune.default_storage(tmp_path))
+    for trial in study.get_trials():
+        assert trial.user_attrs["epochs_run"] == 1 and trial.user_attrs["stopped"].startswith("time budget")
+        assert list(trial.intermediate_values) == [1]
+    assert summary["trial_time_budget_s"] == 1e-6
+    unlimited = tune.tune_cell(cell, out=tmp_path / "free", budget=1, seed=0, quiet=True)
+    trial = optuna.load_study(study_name=unlimited["study"], storage=tune.default_storage(tmp_path / "free")).get_trials()[0]
+    assert trial.user_attrs["epochs_run"] == 3 and unlimited["trial_time_budget_s"] == 0
+
+
+def test_every_trainable_model_has_its_own_search_space_with_its_defaults_inside():
+    from benchmark.registry import MODELS
+
+    for name, spec in MODELS.items():
+        if name == "pop":
+            continue
+        space, origin = tune.search_space(name)
+        assert origin.endswith(".SEARCH_SPACE") and "train.lr" in space, name
+        (cell,) = resolve_suite("t", {"datasets": ["ml-100k"], "models": [name]}).tune_cells
+        assert tune.default_params(cell, space)[1] == [], name  # trial 0 is exactly the registered default
