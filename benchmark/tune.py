@@ -25,7 +25,9 @@ params = "tuned" read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import multiprocessing
 import os
 import re
@@ -118,12 +120,42 @@ def default_storage(out: str | Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+class LockedSQLiteStorage(optuna.storages.RDBStorage):
+    """SQLite has no SELECT ... FOR UPDATE, so two workers can both move the same waiting trial (the
+    enqueued default) to RUNNING, or both number a new trial alike; the second worker then dies with
+    "Cannot tell a COMPLETE trial". An exclusive file lock beside the database makes those
+    read-check-write steps atomic across processes. Server databases lock rows themselves."""
+
+    def __init__(self, url: str, **kwargs):
+        super().__init__(url, **kwargs)
+        self.lock_path = url.removeprefix("sqlite:///") + ".lock"
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def create_new_trial(self, study_id, template_trial=None):
+        with self._locked():
+            return super().create_new_trial(study_id, template_trial)
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        with self._locked():
+            return super().set_trial_state_values(trial_id, state, values)
+
+
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """RDB storage with a heartbeat, so trials of a killed worker are marked failed, not left running."""
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    sqlite = url.startswith("sqlite:///") and url != "sqlite:///:memory:"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is "experimental" since optuna 2.9
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=30, grace_period=120)
+        if sqlite:
+            return LockedSQLiteStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, heartbeat_interval=30, grace_period=120)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
 
 
 def redact(url: str) -> str:

@@ -134,3 +134,33 @@ def test_every_trainable_model_has_its_own_search_space_with_its_defaults_inside
         assert origin.endswith(".SEARCH_SPACE") and "train.lr" in space, name
         (cell,) = resolve_suite("t", {"datasets": ["ml-100k"], "models": [name]}).tune_cells
         assert tune.default_params(cell, space)[1] == [], name  # trial 0 is exactly the registered default
+
+
+def test_sqlite_storage_hands_a_waiting_trial_to_one_worker_only(tmp_path, monkeypatch):
+    """Two workers popping the enqueued default at once: without the file lock both read WAITING
+    (SQLite ignores FOR UPDATE) and both run it; the loser then fails on "Cannot tell a COMPLETE trial"."""
+    import threading
+    import time
+
+    from optuna.storages._rdb import models
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=tune.make_storage(url), study_name="s")
+    study.enqueue_trial({"x": 1})
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    read = models.TrialModel.find_or_raise_by_id.__func__
+
+    def slow_read(cls, *args, **kwargs):  # widen the window between reading the state and writing it
+        row = read(cls, *args, **kwargs)
+        time.sleep(0.3)
+        return row
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", classmethod(slow_read))
+    storages = [tune.make_storage(url) for _ in range(2)]
+    claimed = []
+    threads = [threading.Thread(target=lambda s=s: claimed.append(s.set_trial_state_values(waiting._trial_id, TrialState.RUNNING))) for s in storages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == [False, True]
