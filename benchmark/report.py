@@ -83,11 +83,12 @@ def tag_keys(tag: str) -> set[str]:
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per record (the latest record of each suite/dataset/model/tag/seed)."""
+    """One row per record."""
     rows = []
     for i, r in enumerate(records):
         row = {
             "i": i,
+            "key": r.get("key", ""),
             "suite": r.get("suite", ""),
             "dataset": r["dataset"]["name"],
             "model": r["model"],
@@ -105,10 +106,18 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
         for k, v in r["config"]["model"].items():
             row[f"cfg.{k}"] = v if not isinstance(v, list) else tuple(v)
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def suite_frame(suite: str, records: list[dict], keys: set[str] | None) -> pd.DataFrame:
+    """The records of a suite: those whose cell the suite holds as it is defined now (`keys`; a cell
+    shared by two suites, such as pop's, counts for both), else, for a suite that cannot be
+    resolved here, those that name it; the latest record of each dataset/model/tag/seed."""
+    frame = records_frame(records)
     if frame.empty:
         return frame
-    frame = frame.sort_values(["finished_at", "i"]).drop_duplicates(["suite", "dataset", "model", "tag", "seed"], keep="last")
+    frame = frame[frame.key.isin(keys)] if keys is not None else frame[frame.suite == suite]
+    frame = frame.sort_values(["finished_at", "i"]).drop_duplicates(["dataset", "model", "tag", "seed"], keep="last")
     return frame.sort_values("i").reset_index(drop=True)
 
 
@@ -432,15 +441,15 @@ def ablation_markdown(frame: pd.DataFrame) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
-def missing_cells(suite: str, out: Path, done_keys: set[str]) -> list[str] | None:
-    """Cells of the suite as currently defined that have no record (None if it cannot be resolved)."""
+def resolved_cells(suite: str, out: Path) -> list | None:
+    """The cells of a packaged suite as it is defined now, with OUT's tuned parameters (None if it
+    is not a packaged suite or cannot be resolved here)."""
     if suite not in suite_names():
         return None
     try:
-        resolved = resolve_suite(*load_suite_file(suite), tuning_dir=out / "tuning")
+        return list(resolve_suite(*load_suite_file(suite), tuning_dir=out / "tuning").cells)
     except (ConfigError, DataError):
         return None
-    return [f"{c.dataset} / {c.model} / {c.tag} / seed {c.seed}" for c in resolved.cells if c.key not in done_keys]
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -453,8 +462,10 @@ def write_text(path: Path, text: str) -> Path:
 
 def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) -> dict:
     """Writes one suite's tables (and figures if `draw`); returns what the README needs."""
-    frame = records_frame(records)
-    frame = frame[frame.suite == suite]
+    defined = resolved_cells(suite, out)
+    frame = suite_frame(suite, records, None if defined is None else {c.key for c in defined})
+    if frame.empty:
+        return {"suite": suite, "tables": [], "figures": [], "records": 0, "main": [], "missing": None if defined is None else [f"{c.dataset} / {c.model} / {c.tag} / seed {c.seed}" for c in defined]}
     main = main_frame(frame)
     tables, figures = out / "tables", out / "figures" / suite
     written, md_sections, tex_sections = [], [], []
@@ -491,7 +502,8 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
         summary["figures"] = figure_steps(frame, figures) + figure_noise(frame, figures) + figure_cost(frame, figures)
         if not main.empty:
             summary["figures"] += figure_curves(main, records, figures) + figure_diagnostics(main, records, figures)
-    summary["missing"] = missing_cells(suite, out, {records[i]["key"] for i in frame.i})
+    done = {records[i]["key"] for i in frame.i}
+    summary["missing"] = None if defined is None else [f"{c.dataset} / {c.model} / {c.tag} / seed {c.seed}" for c in defined if c.key not in done]
     return summary
 
 

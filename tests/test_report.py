@@ -117,3 +117,23 @@ def test_figures_and_readme(results):
 def test_cli_without_records_fails_clearly(tmp_path, capsys):
     assert report.main(["--out", str(tmp_path)]) == 2
     assert "no run records" in capsys.readouterr().err
+
+
+def test_a_record_counts_for_every_suite_that_holds_its_cell(tmp_path):
+    """Suites share cells (pop's, say): membership is by cell key, not by the suite that wrote it."""
+    from benchmark.suite import load_suite_file, resolve_suite
+
+    cell = resolve_suite(*load_suite_file("smoke")).cells[0]
+    rng = np.random.default_rng(1)
+    shared = {**fake_record(cell.dataset, cell.model, cell.seed, rng.integers(0, 60, N_USERS), suite="quick", tag=cell.tag), "key": cell.key}
+    stale = {**fake_record(cell.dataset, cell.model, cell.seed, rng.integers(0, 60, N_USERS), suite="smoke", tag=cell.tag), "key": "old__config__0000000000"}
+    stale["finished_at"] = "2027-01-01T00:00:00"  # newer, but no longer a cell of the suite
+    for r in (shared, stale):
+        write_json_atomic(tmp_path / "runs" / f"{r['key']}.json", r)
+    report.write_report(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    smoke = readme[readme.index("## Suite `smoke`") :]
+    assert smoke.startswith("## Suite `smoke`\n\n1 run records")
+    assert f"{cell.dataset} / {cell.model} / {cell.tag} / seed {cell.seed}\n" not in smoke  # not missing
+    quick = readme[readme.index("## Suite `quick`") :]
+    assert quick.startswith("## Suite `quick`\n\n0 run records")  # it wrote the record, but holds no such cell
