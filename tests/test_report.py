@@ -99,6 +99,7 @@ def test_tables_mark_best_second_and_significance(results):
 
 
 def test_figures_and_readme(results):
+    (results / report.DISCUSSION).write_text("DiffRec wins on good, ties on tie.\n")
     report.write_report(results)
     figures = results / "figures" / "demo"
     for name in ("ndcg_vs_steps", "noise_target_vs_sequence", "quality_vs_cost", "validation_curves", "diagnostics_svae"):
@@ -106,6 +107,7 @@ def test_figures_and_readme(results):
     assert not (figures / "diagnostics_pop.png").exists()  # nothing beyond loss and validation to show
     readme = (results / "README.md").read_text()
     assert "## Suite `demo`" in readme and "## Suite `smoke`" in readme
+    assert readme.index("DiffRec wins on good, ties on tie.") < readme.index("## Suite `demo`")  # the hand-written part leads
     assert "figures/demo/ndcg_vs_steps.png" in readme and "(figures/demo/ndcg_vs_steps.pdf)" in readme
     assert "Missing cells: unknown" in readme  # "demo" is not a packaged suite
     smoke = readme[readme.index("## Suite `smoke`") :]
