@@ -10,8 +10,10 @@ One Optuna study per (dataset, model) of a suite's [tune] section, persisted in 
   points);
 - the model's default configuration (as the suite resolves it) enqueued as trial 0;
 - a median pruner fed by each validation evaluation (NDCG@10) of the trial's training run;
-- optionally the same training time per trial ([tune] trial_time_budget_s), so that no model gets
-  more compute per trial than another; the trial's run stops there and keeps its best evaluation;
+- optionally the same wall-clock training time per trial ([tune] trial_time_budget_s); the trial's
+  run stops there and keeps its best evaluation. Equal seconds are not equal epochs: a model with
+  slower epochs is judged earlier in its training (on the H200, 60 s gave DiffRec and ContrastVAE
+  4-6 beauty epochs, SASRec 10-11), which favours fast-converging configurations;
 - objective: the best validation NDCG@10 (unmasked) of the run. Tuning never reads the test set.
 
 Search spaces live beside each model's config: a `SEARCH_SPACE` dict in the model's module,
