@@ -38,15 +38,17 @@ def write_json_atomic(path: str | Path, obj) -> Path:
 def git_commit() -> str:
     """The commit of the code this process runs: read once, on the first call (`benchmark.run` makes
     it at start), so that edits made while a long suite runs do not relabel its later records.
-    A copy of the tree without git (a lent GPU machine, say) names it in $DIFFREC_BENCH_GIT_COMMIT."""
-    fallback = os.environ.get("DIFFREC_BENCH_GIT_COMMIT") or "unknown"
+    $DIFFREC_BENCH_GIT_COMMIT, when set, wins: a copy of the tree on another machine (a lent GPU
+    machine, say) may carry no repository, or one at another commit than the files it holds."""
+    if os.environ.get("DIFFREC_BENCH_GIT_COMMIT"):
+        return os.environ["DIFFREC_BENCH_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return fallback
+        return "unknown"
     if out.returncode:
-        return fallback
+        return "unknown"
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 

@@ -279,7 +279,6 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
         budgets[m] = r["protocol"]["early_stopping"] + (f", time budget {r['config']['train']['time_budget_s']:g}s" if r["config"]["train"].get("time_budget_s") else "")
         t = r.get("tuning") or {}
         trials[m] = f"{m}: {t['trials']} trials (study {t['study']})" if t else f"{m}: defaults (untuned)"
-    env = recs[0]["environment"]
     return [
         ("datasets", "; ".join(datasets.values())),
         ("split", first["split"]),
@@ -293,7 +292,7 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
         ("tuning trials", "; ".join(trials.values())),
         ("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in recs}))),
         ("git commit", distinct(r["environment"]["git_commit"] for r in recs)),
-        ("environment", f"{env['device']}, torch {env['packages'].get('torch')}, python {env['python']}"),
+        ("environment", distinct(f"{e['device']}, torch {e['packages'].get('torch')}, python {e['python']}" for e in (r["environment"] for r in recs))),
     ]
 
 

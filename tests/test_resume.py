@@ -111,11 +111,15 @@ def test_smoke_suite_tunes_ablates_resumes_and_reports(tmp_path):
     assert len(list((tmp_path / "runs").glob("*.json"))) == len(records)
 
 
-def test_a_tree_without_git_names_its_commit_from_the_environment(monkeypatch):
+def test_a_copy_of_the_tree_names_its_commit_from_the_environment(monkeypatch):
     import benchmark.records as records
 
-    monkeypatch.setattr(records, "PROJECT_ROOT", Path("/"))  # no repository there
     monkeypatch.delenv("DIFFREC_BENCH_GIT_COMMIT", raising=False)
-    assert records.git_commit.__wrapped__() == "unknown"
+    here = records.git_commit.__wrapped__()
+    assert here != "unknown"  # this checkout is a repository
     monkeypatch.setenv("DIFFREC_BENCH_GIT_COMMIT", "0123abc")
+    assert records.git_commit.__wrapped__() == "0123abc"  # the copy's own .git may sit at another commit
+    monkeypatch.setattr(records, "PROJECT_ROOT", Path("/"))  # no repository there
     assert records.git_commit.__wrapped__() == "0123abc"
+    monkeypatch.delenv("DIFFREC_BENCH_GIT_COMMIT")
+    assert records.git_commit.__wrapped__() == "unknown"
