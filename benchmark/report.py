@@ -453,6 +453,11 @@ def resolved_cells(suite: str, out: Path) -> list | None:
         return None
 
 
+def missing_cells(defined: list | None, done: set[str]) -> list[str] | None:
+    """The suite's cells without a record, readable (None when the suite's cells are unknown)."""
+    return None if defined is None else [f"{c.dataset} / {c.model} / {c.tag} / seed {c.seed}" for c in defined if c.key not in done]
+
+
 def write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -466,7 +471,7 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
     defined = resolved_cells(suite, out)
     frame = suite_frame(suite, records, None if defined is None else {c.key for c in defined})
     if frame.empty:
-        return {"suite": suite, "tables": [], "figures": [], "records": 0, "main": [], "missing": None if defined is None else [f"{c.dataset} / {c.model} / {c.tag} / seed {c.seed}" for c in defined]}
+        return {"suite": suite, "tables": [], "figures": [], "records": 0, "main": [], "missing": missing_cells(defined, set())}
     main = main_frame(frame)
     tables, figures = out / "tables", out / "figures" / suite
     written, md_sections, tex_sections = [], [], []
@@ -503,8 +508,7 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
         summary["figures"] = figure_steps(frame, figures) + figure_noise(frame, figures) + figure_cost(frame, figures)
         if not main.empty:
             summary["figures"] += figure_curves(main, records, figures) + figure_diagnostics(main, records, figures)
-    done = {records[i]["key"] for i in frame.i}
-    summary["missing"] = None if defined is None else [f"{c.dataset} / {c.model} / {c.tag} / seed {c.seed}" for c in defined if c.key not in done]
+    summary["missing"] = missing_cells(defined, {records[i]["key"] for i in frame.i})
     return summary
 
 
