@@ -92,7 +92,7 @@ from benchmark.layers import init_weights, position_ids
 from benchmark.model import Batch, SeqRecModel
 from diffrec.denoiser import DSR, SlotContext, SlotInput, StepEmbedding, StepTokens
 from diffrec.samplers import SamplerKind, ancestral, average, strided
-from diffrec.schedule import Schedule, ScheduleKind, _at, make_betas, make_schedule, q_sample
+from diffrec.schedule import Schedule, ScheduleKind, at_step, make_betas, make_schedule, q_sample
 from diffrec.step_sampler import StepSampling, make_step_sampler
 
 
@@ -248,7 +248,7 @@ class DiffRec(SeqRecModel):
         or (1,); `sched` is the schedule already on h^n's device (no copy per sampler step)."""
         if self.cfg.slot_scale == "none":
             return hn
-        return _at(sched.sqrt_abar, n, hn) * hn
+        return at_step(sched.sqrt_abar, n, hn) * hn
 
     @property
     def history_is_static(self) -> bool:

@@ -102,17 +102,17 @@ def make_schedule(betas: torch.Tensor) -> Schedule:
     return Schedule(**{k: v.to(torch.float32) for k, v in consts.items()})
 
 
-def _at(values: torch.Tensor, n: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def at_step(values: torch.Tensor, n: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[n] shaped to broadcast against `like`: n (B,) -> (B, 1, ..., 1)."""
     return values[n].reshape(n.shape + (1,) * (like.dim() - n.dim()))
 
 
 def q_sample(sched: Schedule, h0: torch.Tensor, n: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """h^n = sqrt(abar_n) h^0 + sqrt(1 - abar_n) eps   (DDPM eq. 4). n: (B,) or broadcastable prefix of h0."""
-    return _at(sched.sqrt_abar, n, h0) * h0 + _at(sched.sqrt_one_minus_abar, n, h0) * eps
+    return at_step(sched.sqrt_abar, n, h0) * h0 + at_step(sched.sqrt_one_minus_abar, n, h0) * eps
 
 
 def q_posterior(sched: Schedule, h0: torch.Tensor, hn: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of q(h^{n-1} | h^n, h^0)   (DDPM eqs. 6-7)."""
-    mean = _at(sched.posterior_coef_h0, n, h0) * h0 + _at(sched.posterior_coef_hn, n, hn) * hn
-    return mean, _at(sched.posterior_var, n, h0)
+    mean = at_step(sched.posterior_coef_h0, n, h0) * h0 + at_step(sched.posterior_coef_hn, n, hn) * hn
+    return mean, at_step(sched.posterior_var, n, h0)
