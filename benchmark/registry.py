@@ -12,7 +12,7 @@ from baselines.sasrec import SASRec, SASRecConfig
 from baselines.svae import SVAE, SVAEConfig
 from benchmark.config import build_config, config_dict
 from benchmark.train import seed_everything
-from diffrec.model import DiffRec, DiffRecConfig
+from diffrec.model import INFERENCE_KEYS, DiffRec, DiffRecConfig
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,9 @@ class ModelSpec:
     defaults: dict = field(default_factory=dict)  # config values that define this variant
     train: dict = field(default_factory=dict)  # TrainConfig defaults this model needs
     about: str = ""
+    # config keys that change only how a trained model scores (samplers), never its training: an
+    # ablation over them is evaluated on the model trained with the base setting (benchmark.suite)
+    inference: tuple[str, ...] = ()
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -32,7 +35,7 @@ MODELS: dict[str, ModelSpec] = {
     "contrastvae": ModelSpec(ContrastVAE, ContrastVAEConfig, train={"lr": 3e-3}, about="ContrastVAE: Transformer VAE, two views, ELBOs + InfoNCE (Wang et al. 2022)"),
     "mfgan": ModelSpec(MFGAN, MFGANConfig, about="MFGAN-style: Transformer generator, item-id + popularity discriminators, policy gradient (Ren et al. 2020)"),
     "diffurec": ModelSpec(DiffuRec, DiffuRecConfig, train={"lr": 3e-3}, about="DiffuRec: target diffusion injected into the history, x0 rounding (Li, Sun & Li 2023)"),
-    "diffrec": ModelSpec(DiffRec, DiffRecConfig, about="DiffRec, target-only diffusion with a Transformer denoiser (Du et al. 2023)"),
+    "diffrec": ModelSpec(DiffRec, DiffRecConfig, inference=INFERENCE_KEYS, about="DiffRec, target-only diffusion with a Transformer denoiser (Du et al. 2023)"),
 }
 
 

@@ -427,6 +427,14 @@ def mean_std(mean: float, std: float, n: int) -> str:
     return f"{mean:.4f}" + (f" ± {std:.4f}" if n > 1 else "")
 
 
+ABLATION_NOTE = (
+    "A setting that changes only how the trained model scores (DiffRec's `sampler`, `sampler_steps`, `samples`) is scored on "
+    "the model trained, and selected on validation, with the base setting's sampler (its record's `protocol.inference`), so "
+    "those rows compare samplers on one trained model; every other setting trains its own. The last column times the test "
+    "pass (scoring and ranking) per 1,000 users."
+)
+
+
 def ablation_markdown(frame: pd.DataFrame) -> str:
     part = frame[~frame.tag.isin(MAIN_TAGS)]
     if part.empty:
@@ -503,7 +511,7 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
             summary["tables"].append(write_text(tables / f"{suite}_significance.csv", sig.to_csv(index=False)))
     ablations = ablation_markdown(frame)
     if ablations:
-        summary["tables"].append(write_text(tables / f"{suite}_ablations.md", f"# Suite `{suite}`: ablation cells (test metrics, mean ± std over seeds)\n\n{ablations}\n"))
+        summary["tables"].append(write_text(tables / f"{suite}_ablations.md", f"# Suite `{suite}`: ablation cells (test metrics, mean ± std over seeds)\n\n{ABLATION_NOTE}\n\n{ablations}\n"))
     if draw:
         summary["figures"] = figure_steps(frame, figures) + figure_noise(frame, figures) + figure_cost(frame, figures)
         if not main.empty:

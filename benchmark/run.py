@@ -3,19 +3,21 @@
 Each cell (dataset x model x seed x setting) trains with early stopping on validation NDCG@10,
 is tested once, and writes one JSON record `OUT/runs/<cell key>.json` atomically. Cells whose
 record already exists for the same resolved cell are skipped, so an interrupted suite (kill -9
-included) resumes where it stopped and loses at most the cell in progress. `--shard K/N` runs
-every N-th cell, so N processes (or machines sharing OUT) can split a suite; `--only main|ablations`
-runs one part of it (the main table first, say). A suite with
+included) resumes where it stopped and loses at most the cell in progress. Cells that differ only
+in how the trained model scores (an ablation over DiffRec's sampler, say) train once: the first
+keeps the model in OUT/checkpoints/ (git-ignored), the others load it. `--shard K/N` runs every N-th
+training (its cells together), so N processes (or machines sharing OUT) can split a suite;
+`--only main|ablations` runs one part of it (the main table first, say). A suite with
 `[tune] auto = true` first tunes its studies (`benchmark.tune`); every run ends with the report
 (`benchmark.report`).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from benchmark.records import PROJECT_ROOT, environment, git_commit, write_json_
 from benchmark.registry import MODELS, build_model, model_spec
 from benchmark.splits import Split, leave_one_out
 from benchmark.suite import MAIN_TAGS, Cell, Suite, load_suite_file, resolve_suite, suite_names
-from benchmark.train import TrainConfig, evaluate, fit
+from benchmark.train import TrainConfig, evaluate, fit, load_trained, save_trained
 
 DEFAULT_OUT = PROJECT_ROOT / "results"
 
@@ -46,12 +48,33 @@ def load_data(cell: Cell, data_dir=None) -> tuple[data_mod.SequenceData, Split, 
     return ds, leave_one_out(ds, max_len, users=cell.data_options.get("users")), max_len
 
 
-def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool = True, on_eval=None, suite: str = "") -> dict:
-    """Trains and tests one cell; returns its run record (not yet written)."""
+def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool = True, on_eval=None, suite: str = "", checkpoints: Path | None = None) -> dict:
+    """Trains and tests one cell; returns its run record (not yet written).
+
+    With a `checkpoints` folder the trained model is kept there under the cell's training key, or
+    loaded from there when another cell of the same training made it first; then only the scoring
+    (with the cell's inference keys) runs."""
     ds, split, max_len = load_data(cell, data_dir)
     tcfg = build_config(TrainConfig, cell.train_config, where="train")
     model, mcfg = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len, seed=cell.seed)
-    fitted = fit(model, split, tcfg, seed=cell.seed, device=device, progress=progress, on_eval=on_eval)
+    saved = Path(checkpoints) / f"{cell.training_key}.pt" if checkpoints is not None else None
+    reused = saved is not None and saved.exists()
+    if reused:
+        try:
+            fitted, trained_on = load_trained(model, saved, device)
+        except Exception as exc:  # a checkpoint of another version, or damaged: say which file
+            raise data_mod.DataError(f"{saved}: cannot load this checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to train again") from None
+    else:
+        fitted = fit(model, split, tcfg, seed=cell.seed, device=device, progress=progress, on_eval=on_eval)
+        env = environment(device)
+        trained_on = {"device": env["device"], "git_commit": env["git_commit"], "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if saved is not None:
+            save_trained(model, fitted, saved, trained_on)
+    if cell.inference:  # the same parameters, scored with the cell's sampler settings
+        trained = model
+        model, mcfg = build_model(cell.model, cell.scoring_config, n_items=split.n_items, max_len=max_len)
+        model.load_state_dict(trained.state_dict())
+        model.to(device)
     valid = evaluate(model, split.valid, batch_size=tcfg.eval_batch_size, seed=cell.seed, device=device)
     test = evaluate(model, split.test, batch_size=tcfg.eval_batch_size, seed=cell.seed + 1, device=device)
     epochs = fitted.epoch_seconds
@@ -72,7 +95,9 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
             "train_targets": "every next-item position of the training prefix (within max_len)",
             **PROTOCOL,
             "early_stopping": f"patience {tcfg.patience} evaluations, every {tcfg.eval_every} epochs, max {tcfg.epochs} epochs",
+            **({"inference": {"scored_with": cell.inference, "trained_and_selected_with": {k: cell.model_config[k] for k in cell.inference}}} if cell.inference else {}),
         },
+        "training": {"key": cell.training_key, "reused": reused, **trained_on},  # reused: curve and train timings are the checkpoint's
         "environment": environment(device),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "params": sum(p.numel() for p in model.parameters()),
@@ -139,11 +164,19 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return k, n
 
 
-def run_suite(suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=True, shard: tuple[int, int] = (0, 1)) -> list[Path]:
+def run_suite(suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=True, shard: tuple[int, int] = (0, 1), only: str | None = None) -> list[Path]:
+    """Runs the suite's cells that have no record yet (`only`: "main" or "ablations" cells).
+
+    A training that several cells share (the same training key: a main cell and the inference
+    points of an ablation) is kept in OUT/checkpoints/, so it runs once, whichever cell comes first."""
     out = Path(out)
     git_commit()  # read now: the records name the code this process started with
+    shared = Counter(c.training_key for c in suite.cells)  # before `only`: `--only main` keeps for the ablations
+    cells = [c for c in suite.cells if only is None or (c.tag in MAIN_TAGS) == (only == "main")]
+    trainings = list(dict.fromkeys(c.training_key for c in cells))  # in suite order
     k, n = shard
-    cells = [c for i, c in enumerate(suite.cells) if i % n == k]
+    mine = {t: i for i, t in enumerate(trainings) if i % n == k}  # cells of one training stay in one shard
+    cells = sorted((c for c in cells if c.training_key in mine), key=lambda c: mine[c.training_key])
     for path in remove_stale_temps(out):
         print(f"removed unfinished write {path.name}", flush=True)
     done = [c for c in cells if is_done(out, c)]
@@ -157,7 +190,8 @@ def run_suite(suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=
     for cell in bar:
         bar.set_postfix_str(f"{cell.dataset}/{cell.model}/{cell.tag}/s{cell.seed}")
         t0 = time.perf_counter()
-        record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite.name)
+        checkpoints = out / "checkpoints" if shared[cell.training_key] > 1 else None
+        record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite.name, checkpoints=checkpoints)
         written.append(write_json_atomic(record_path(out, cell), record))
         m = record["metrics"]
         tqdm.write(
@@ -218,7 +252,7 @@ def print_listing() -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.splitlines()[0])
     add_suite_arguments(p)
-    p.add_argument("--shard", metavar="K/N", help="run only cells K, K+N, K+2N, ... (0-based), for splitting a suite across processes")
+    p.add_argument("--shard", metavar="K/N", help="run only trainings K, K+N, K+2N, ... (0-based; cells sharing a training stay together), for splitting a suite across processes")
     p.add_argument("--only", choices=("main", "ablations"), help="run only the main table's cells, or only the ablation cells")
     p.add_argument("--no-tune", action="store_true", help="skip the suite's automatic tuning ([tune] auto = true)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
@@ -239,9 +273,7 @@ def main(argv=None) -> int:
 
             tune_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress)
             suite = suite_from_args(args, p)  # again, now with the tuned parameters
-        if args.only:
-            suite = dataclasses.replace(suite, cells=tuple(c for c in suite.cells if (c.tag in MAIN_TAGS) == (args.only == "main")))
-        run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress, shard=shard)
+        run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress, shard=shard, only=args.only)
         if not args.no_report:
             from benchmark.report import write_report
 

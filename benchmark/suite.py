@@ -24,7 +24,10 @@ Keys of a suite file (every key is optional except datasets and models):
 
 In `grid`, `points`, `fixed` and in search spaces, a key `train.KEY` addresses the TrainConfig and
 a plain key the model's config. A cell's tag names its setting: "default", "tuned", or the
-ablation point ("steps=50,sampler=strided").
+ablation point ("steps=50,sampler=strided"). A point's inference keys (the registry's
+`ModelSpec.inference`, e.g. DiffRec's sampler) do not retrain: the cell is trained and selected
+with the base setting's values and scores with the point's (`Cell.inference`), so a sampler sweep
+costs one training, and every sampler is compared on the same model.
 """
 from __future__ import annotations
 
@@ -66,18 +69,43 @@ class Cell:
     tag: str = "default"  # names a setting (e.g. an ablation point); part of the key
     source: dict = field(default_factory=dict)  # user file: {"file", "format", "sha256"}; {} = registered
     tuning: dict = field(default_factory=dict)  # the study whose best trial set the params; not in the key
+    # model keys (the model's `inference` keys only) that score the model trained and selected with
+    # model_config: an inference ablation point; {} = score as trained
+    inference: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         identity = self.identity()
         identity.pop("tuning")
         identity["source"].pop("file", None)  # a file is identified by its content, not its path
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.dataset}__{self.model}__{self.tag}__s{self.seed}__{digest}"
+        return f"{self.dataset}__{self.model}__{self.tag}__s{self.seed}__{_digest(identity)}"
+
+    @property
+    def training_key(self) -> str:
+        """Names the training (and model selection) of this cell: cells that differ only in tag and
+        inference share one, so their records come from one trained model (benchmark.run)."""
+        identity = self.identity()
+        for name in ("tuning", "tag", "inference"):
+            identity.pop(name, None)
+        identity["source"].pop("file", None)
+        return f"{self.dataset}__{self.model}__s{self.seed}__{_digest(identity)}"
+
+    @property
+    def scoring_config(self) -> dict:
+        """The model config that scores the test users: model_config with the inference keys."""
+        return {**self.model_config, **self.inference}
 
     def identity(self) -> dict:
-        """The cell as plain JSON data (what a run record stores under "cell")."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The cell as plain JSON data (what a run record stores under "cell"); an empty `inference`
+        is left out, so the cells of records made before it existed keep their keys."""
+        identity = json.loads(json.dumps(dataclasses.asdict(self)))
+        if not identity["inference"]:
+            del identity["inference"]
+        return identity
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -363,15 +391,19 @@ def resolve_suite(
         ab_seeds = _int_list(ab["seeds"], f"{aw}.seeds") if "seeds" in ab and not seeds_overridden else seeds
         if models and model not in models:
             continue
+        spec = model_spec(model)
         for point in points:
             m_part, t_part = split_setting({**fixed, **point}, model, aw)
+            pw = f"{aw} point {setting_tag(point)}"
             for dataset, source in ab_refs.items():
                 mcfg, tcfg, tuning = tuned_base(dataset, model)
-                spec = model_spec(model)
-                mcfg = config_dict(build_config(spec.config, {**mcfg, **m_part}, where=f"{aw} point {setting_tag(point)}"))
-                tcfg = config_dict(build_config(TrainConfig, {**tcfg, **t_part}, where=f"{aw} point {setting_tag(point)}"))
+                # inference keys score the model trained with the base's values (and selected with them)
+                trained = config_dict(build_config(spec.config, {**mcfg, **{k: v for k, v in m_part.items() if k not in spec.inference}}, where=pw))
+                scoring = config_dict(build_config(spec.config, {**mcfg, **m_part}, where=pw))
+                inference = {k: scoring[k] for k in spec.inference if scoring[k] != trained[k]}
+                tcfg = config_dict(build_config(TrainConfig, {**tcfg, **t_part}, where=pw))
                 for seed in ab_seeds:
-                    cell = Cell(dataset, model, seed, mcfg, tcfg, data_opts, setting_tag(point), source, tuning)
+                    cell = Cell(dataset, model, seed, trained, tcfg, data_opts, setting_tag(point), source, tuning, inference)
                     cells.setdefault(cell.key, cell)
 
     # Studies -------------------------------------------------------------------------------------

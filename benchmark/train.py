@@ -9,7 +9,9 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import random
 import tempfile
 import time
@@ -109,6 +111,31 @@ class FitResult:
     epoch_seconds: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     stopped: str = ""
+
+
+def save_trained(model: SeqRecModel, fitted: FitResult, path: str | Path, about: dict | None = None) -> Path:
+    """Writes a trained model, its training history and `about` (plain data: where it trained)
+    atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"model": model.state_dict(), "fit": dataclasses.asdict(fitted), "about": about or {}}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_trained(model: SeqRecModel, path: str | Path, device="cpu") -> tuple[FitResult, dict]:
+    """Loads what `save_trained` wrote into `model` (tensors and plain data only: weights_only);
+    -> (training history, about)."""
+    state = torch.load(path, weights_only=True, map_location=device)
+    model.to(device)
+    model.load_state_dict(state["model"])
+    return FitResult(**state["fit"]), state["about"]
 
 
 def fit(model: SeqRecModel, split: Split, cfg: TrainConfig, *, seed: int, device="cpu", progress: bool = True, on_eval=None) -> FitResult:

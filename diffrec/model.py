@@ -139,6 +139,10 @@ class DiffRecConfig:
             raise ValueError("at least one loss weight must be positive")
 
 
+# The keys that only choose how a trained model scores (the reverse process); training never reads
+# them (tested), so the suite evaluates ablations over them on one trained model.
+INFERENCE_KEYS = ("sampler", "sampler_steps", "samples")
+
 # Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = DiffRecConfig keys.
 # SASRec's five dimensions plus the MSE weight; N, the sampler and the noising are ablations, not tuned.
 SEARCH_SPACE = {

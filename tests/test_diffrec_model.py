@@ -152,3 +152,23 @@ def test_slot_scale_signal_multiplies_h_n_by_sqrt_abar_n():
     torch.testing.assert_close(scaled.slot_input(h, n, scaled.schedule), expected)
     assert torch.equal(make(slot_scale="none").slot_input(h, n, scaled.schedule), h)  # the paper's h^n
     assert float(scaled.schedule.sqrt_abar[10]) < 0.9  # the check above is not vacuous at N = 10
+
+
+def test_training_never_reads_the_inference_keys():
+    """The suite scores sampler ablations on one trained model (benchmark.suite): that is only
+    sound while training is identical whatever the inference keys say."""
+    from diffrec.model import INFERENCE_KEYS
+
+    assert set(INFERENCE_KEYS) <= {f.name for f in dataclasses.fields(DiffRecConfig)}
+    states = []
+    for kw in ({}, {"sampler": "ancestral", "sampler_steps": 3, "samples": 7}, {"sampler": "strided", "sampler_steps": 2, "samples": 1}):
+        assert set(kw) <= set(INFERENCE_KEYS)
+        torch.manual_seed(1)
+        model = DiffRec(DiffRecConfig(hidden=16, steps=10, dropout=0.1, step_sampling="importance", **kw), n_items=N_ITEMS, max_len=MAX_LEN)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        torch.manual_seed(2)
+        for _ in range(3):
+            model.training_step(batch(), [opt])
+        states.append(model.state_dict())
+    for other in states[1:]:
+        assert all(torch.equal(states[0][k], other[k]) for k in states[0])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.data import DataError
 from benchmark.records import PROJECT_ROOT, write_json_atomic
 from benchmark.run import is_done, record_path, remove_stale_temps, run_suite
 from benchmark.suite import load_suite_file, resolve_suite
@@ -83,6 +84,58 @@ def test_existing_records_are_skipped_only_for_the_same_resolved_cell(tmp_path):
     written = run_suite(suite, out=tmp_path, progress=False)
     assert written == [record_path(tmp_path, cell)] and is_done(tmp_path, cell)
     assert run_suite(suite, out=tmp_path, progress=False) == []
+
+
+def test_sampler_points_train_once_and_resume_from_the_checkpoint(tmp_path, monkeypatch):
+    import benchmark.run as run_mod
+
+    write_sequences(tmp_path / "chain.txt", chain_dataset(n_items=12, users=60))
+    raw = {
+        "models": ["diffrec"],
+        "train": {"epochs": 2, "eval_every": 1, "batch_size": 32},
+        "model": {"all": {"hidden": 16, "steps": 8}},
+        "ablation": [{"model": "diffrec", "grid": {"sampler": ["ancestral", "strided"]}}],
+    }
+    suite = resolve_suite("t", raw, files=[(str(tmp_path / "chain.txt"), "sequences")])
+    assert len(suite.cells) == 3 and len({c.training_key for c in suite.cells}) == 1
+    fits = []
+    real_fit = run_mod.fit
+    monkeypatch.setattr(run_mod, "fit", lambda *a, **kw: fits.append(1) or real_fit(*a, **kw))
+    run_suite(suite, out=tmp_path / "out", progress=False)
+    assert len(fits) == 1  # one training for three records
+    (saved,) = (tmp_path / "out" / "checkpoints").glob("*.pt")
+    assert saved.stem == suite.cells[0].training_key
+    records = {r["tag"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "out" / "runs").glob("*.json")))}
+    assert sorted(r["training"]["reused"] for r in records.values()) == [False, True, True]
+    assert len({json.dumps(r["curve"]) for r in records.values()}) == 1  # the same training history
+    strided = records["sampler=strided"]
+    assert strided["config"]["model"]["sampler"] == "strided" and strided["cell"]["model_config"]["sampler"] == "average"
+    assert strided["protocol"]["inference"] == {"scored_with": {"sampler": "strided"}, "trained_and_selected_with": {"sampler": "average"}}
+    assert "inference" not in records["default"]["protocol"]
+    # the strided record scores the checkpoint itself: rebuild it by hand and compare
+    from benchmark.registry import build_model
+    from benchmark.train import evaluate, load_trained
+
+    cell = next(c for c in suite.cells if c.tag == "sampler=strided")
+    _, split, max_len = run_mod.load_data(cell)
+    model, _ = build_model("diffrec", cell.scoring_config, n_items=split.n_items, max_len=max_len)
+    load_trained(model, saved)
+    assert evaluate(model, split.test, seed=cell.seed + 1)["metrics"] == strided["metrics"]["test"]
+
+    # records lost, checkpoint kept: the rerun scores again without training
+    for path in (tmp_path / "out" / "runs").glob("*.json"):
+        path.unlink()
+    monkeypatch.setattr(run_mod, "fit", lambda *a, **kw: pytest.fail("trained again"))
+    assert len(run_suite(suite, out=tmp_path / "out", progress=False)) == 3
+    again = {r["tag"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "out" / "runs").glob("*.json")))}
+    assert {t: r["metrics"] for t, r in again.items()} == {t: r["metrics"] for t, r in records.items()}
+    assert all(r["training"]["device"].startswith("cpu") and r["training"]["finished_at"] for r in again.values())
+
+    # a damaged checkpoint is an error that names it, not a silent retraining
+    saved.write_bytes(b"not a checkpoint")
+    next((tmp_path / "out" / "runs").glob("*.json")).unlink()
+    with pytest.raises(DataError, match=f"{saved.name}: cannot load this checkpoint"):
+        run_suite(suite, out=tmp_path / "out", progress=False)
 
 
 @pytest.mark.slow

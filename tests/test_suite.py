@@ -7,7 +7,7 @@ import pytest
 
 from benchmark import run
 from benchmark.config import ConfigError
-from benchmark.suite import best_params_path, load_suite_file, resolve_suite, suite_names, tuning_study
+from benchmark.suite import Cell, best_params_path, load_suite_file, resolve_suite, suite_names, tuning_study
 from tests.synthetic import chain_dataset, write_sequences
 
 BASE = {"datasets": ["ml-100k"], "models": ["sasrec-ce"], "seeds": [0]}
@@ -72,6 +72,34 @@ def test_diffrec_ablation_keys_are_validated():
     assert len(resolve_suite("t", {**BASE, "ablation": [ok]}).cells) == 1 + 12
     with pytest.raises(ConfigError, match="'diagonal' is not one of"):
         resolve_suite("t", {**BASE, "ablation": [{"model": "diffrec", "points": [{"noise": "diagonal"}]}]})
+
+
+def test_cell_keys_are_stable_across_versions():
+    """Golden key: a cell's key must not move when fields are added (records would go stale)."""
+    cell = Cell("ml-100k", "sasrec-ce", 3, {"hidden": 16}, {"lr": 0.01}, {}, "default")
+    assert cell.key == "ml-100k__sasrec-ce__default__s3__56fcdf8e54"
+    assert "inference" not in cell.identity()
+
+
+def test_sampler_points_score_the_base_training_and_share_it():
+    ab = {"model": "diffrec", "grid": {"steps": [10, 50], "sampler": ["ancestral", "average"]}, "fixed": {"sampler_steps": 5}}
+    suite = resolve_suite("t", {**BASE, "models": ["diffrec"], "ablation": [ab]})
+    cells = {c.tag: c for c in suite.cells}
+    main = cells["default"]
+    assert main.model_config["sampler"] == "average" and main.inference == {}
+    ancestral10 = cells["steps=10,sampler=ancestral"]
+    assert (ancestral10.model_config["steps"], ancestral10.model_config["sampler"]) == (10, "average")  # trained and selected with the base sampler
+    assert ancestral10.inference == {"sampler": "ancestral", "sampler_steps": 5}
+    assert ancestral10.scoring_config["sampler"] == "ancestral" and ancestral10.scoring_config["steps"] == 10
+    assert cells["steps=10,sampler=average"].inference == {"sampler_steps": 5}
+    assert len({ancestral10.training_key, cells["steps=10,sampler=average"].training_key}) == 1
+    assert cells["steps=50,sampler=ancestral"].training_key == main.training_key != ancestral10.training_key
+    assert len({c.key for c in suite.cells}) == len(suite.cells) == 5
+    with pytest.raises(ConfigError, match="sampler"):
+        resolve_suite("t", {**BASE, "models": ["diffrec"], "ablation": [{"model": "diffrec", "points": [{"sampler": "euler"}]}]})
+    # a model without inference keys retrains for every point
+    sas = resolve_suite("t", {**BASE, "ablation": [{"model": "sasrec-ce", "points": [{"dropout": 0.1}]}]})
+    assert len({c.training_key for c in sas.cells}) == 2 and all(c.inference == {} for c in sas.cells)
 
 
 def test_ablation_grid_expands_into_tagged_cells():
@@ -154,13 +182,44 @@ def test_cli_lists_and_rejects_bad_settings_before_training(capsys):
     assert "unknown suite 'nosuch'" in capsys.readouterr().err
 
 
-def test_only_runs_the_main_cells_or_the_ablation_cells(tmp_path, monkeypatch):
+def test_only_runs_the_main_cells_or_the_ablation_cells_and_keeps_shared_trainings(tmp_path, monkeypatch):
     chain_file = write_sequences(tmp_path / "c.txt", chain_dataset(n_items=20, users=40))
     ran = []
-    monkeypatch.setattr(run, "run_suite", lambda suite, **kw: ran.append(sorted(c.tag for c in suite.cells)))
+
+    def fake_run_cell(cell, checkpoints=None, **kw):
+        ran.append((cell.tag, checkpoints is not None))
+        return {"metrics": {part: {"NDCG@10": 0.0, "HR@10": 0.0} for part in ("test", "test_masked")}}
+
+    monkeypatch.setattr(run, "run_cell", fake_run_cell)
     suite_file = tmp_path / "s.toml"
-    suite_file.write_text(f'datasets = [{{file = "{chain_file}", format = "sequences"}}]\nmodels = ["diffrec"]\n[[ablation]]\nmodel = "diffrec"\npoints = [{{steps = 5}}, {{steps = 10}}]\n')
-    common = ["--suite", str(suite_file), "--out", str(tmp_path / "out"), "--no-report"]
+    suite_file.write_text(
+        f'datasets = [{{file = "{chain_file}", format = "sequences"}}]\nmodels = ["diffrec"]\n'
+        '[[ablation]]\nmodel = "diffrec"\npoints = [{steps = 5}, {sampler = "strided"}]\n'
+    )
+    expected = {
+        "": [("default", True), ("sampler=strided", True), ("steps=5", False)],
+        "--only_main": [("default", True)],
+        "--only_ablations": [("sampler=strided", True), ("steps=5", False)],
+    }
     for only in ([], ["--only", "main"], ["--only", "ablations"]):
-        assert run.main(common + only) == 0
-    assert ran == [["default", "steps=10", "steps=5"], ["default"], ["steps=10", "steps=5"]]
+        ran.clear()
+        assert run.main(["--suite", str(suite_file), "--out", str(tmp_path / "out" / "_".join(only)), "--no-report", "--no-progress"] + only) == 0
+        # the main cell and the sampler point share one training: both keep it, even with --only main
+        assert sorted(ran) == expected["_".join(only)]
+
+
+def test_shards_split_the_trainings_and_keep_shared_ones_together(tmp_path, monkeypatch):
+    ran = {}
+    ab = {"model": "diffrec", "grid": {"steps": [10, 50], "sampler": ["ancestral", "strided", "average"]}}
+    suite = resolve_suite("t", {**BASE, "models": ["diffrec", "sasrec-ce"], "seeds": [0, 1], "ablation": [ab]})
+    for k in range(3):
+        monkeypatch.setattr(run, "run_cell", lambda cell, k=k, **kw: ran.setdefault(k, []).append(cell) or {"metrics": {p: {"NDCG@10": 0.0, "HR@10": 0.0} for p in ("test", "test_masked")}})
+        run.run_suite(suite, out=tmp_path, progress=False, shard=(k, 3))
+    keys = [c.key for cells in ran.values() for c in cells]
+    assert sorted(keys) == sorted(c.key for c in suite.cells)  # every cell once
+    where = {c.training_key: k for k, cells in ran.items() for c in cells}
+    assert all(where[c.training_key] == k for k, cells in ran.items() for c in cells)  # a training in one shard
+    assert len(set(where.values())) == 3
+    for cells in ran.values():  # a training's cells run one after another
+        order = [c.training_key for c in cells]
+        assert order == sorted(order, key=order.index)
