@@ -1,12 +1,14 @@
 """Run records: one JSON file per run, written atomically, with everything needed to trust it."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -16,22 +18,30 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("torch", "numpy", "pandas", "scipy", "optuna")
 
 
-def write_json_atomic(path: str | Path, obj) -> Path:
-    """Writes JSON to a temporary file in the same folder, then renames it over `path`."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary path beside `path` to write; renames it over `path` when the block ends
+    normally and removes it when the block raises, so `path` is whole or absent."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    """Writes JSON to a temporary file in the same folder, then renames it over `path`."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 @functools.cache

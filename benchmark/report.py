@@ -36,7 +36,7 @@ from scipy.stats import wilcoxon  # noqa: E402
 from benchmark.config import ConfigError  # noqa: E402
 from benchmark.data import DataError  # noqa: E402
 from benchmark.metrics import SELECTION_METRIC, per_user_metrics  # noqa: E402
-from benchmark.records import PROJECT_ROOT, load_records  # noqa: E402
+from benchmark.records import PROJECT_ROOT, atomic_path, load_records  # noqa: E402
 from benchmark.registry import MODELS  # noqa: E402
 from benchmark.suite import MAIN_TAGS, load_suite_file, resolve_suite, suite_names  # noqa: E402
 
@@ -467,10 +467,8 @@ def missing_cells(defined: list | None, done: set[str]) -> list[str] | None:
 
 
 def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import tempfile
 import time
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from benchmark.metrics import KS, SELECTION_METRIC, metrics_from_ranks, ranks_unmasked_and_masked
 from benchmark.model import Batch, SeqRecModel
+from benchmark.records import atomic_path
 from benchmark.splits import EvalSet, Split
 
 
@@ -116,17 +116,9 @@ class FitResult:
 def save_trained(model: SeqRecModel, fitted: FitResult, path: str | Path, about: dict | None = None) -> Path:
     """Writes a trained model, its training history and `about` (plain data: where it trained)
     atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"model": model.state_dict(), "fit": dataclasses.asdict(fitted), "about": about or {}}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_trained(model: SeqRecModel, path: str | Path, device="cpu") -> tuple[FitResult, dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.data import DataError
-from benchmark.records import PROJECT_ROOT, write_json_atomic
+from benchmark.records import PROJECT_ROOT, atomic_path, write_json_atomic
 from benchmark.run import is_done, record_path, remove_stale_temps, run_suite
 from benchmark.suite import load_suite_file, resolve_suite
 from tests.synthetic import chain_dataset, write_sequences
@@ -84,6 +84,19 @@ def test_existing_records_are_skipped_only_for_the_same_resolved_cell(tmp_path):
     written = run_suite(suite, out=tmp_path, progress=False)
     assert written == [record_path(tmp_path, cell)] and is_done(tmp_path, cell)
     assert run_suite(suite, out=tmp_path, progress=False) == []
+
+
+def test_atomic_writes_leave_the_old_file_or_nothing(tmp_path):
+    target = tmp_path / "runs" / "r.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half a rec")
+            raise RuntimeError("killed")
+    assert list(target.parent.iterdir()) == []
+    write_json_atomic(target, {"x": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"x": 2, "y": object()})  # fails half-way through the dump
+    assert json.loads(target.read_text()) == {"x": 1} and [p.name for p in target.parent.iterdir()] == ["r.json"]
 
 
 def test_sampler_points_train_once_and_resume_from_the_checkpoint(tmp_path, monkeypatch):
