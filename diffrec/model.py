@@ -96,6 +96,9 @@ from diffrec.schedule import Schedule, ScheduleKind, at_step, make_betas, make_s
 from diffrec.step_sampler import StepSampling, make_step_sampler
 
 
+MAX_FINAL_ABAR = 0.01  # abar_N above this is not "pure noise" (linear betas with N = 1 give 0.9)
+
+
 @dataclass(frozen=True)
 class DiffRecConfig:
     hidden: int = 64
@@ -137,6 +140,9 @@ class DiffRecConfig:
             raise ValueError("beta0 and the loss weights must be >= 0")
         if self.mse_weight + self.ce_weight + self.h0_ce_weight == 0:
             raise ValueError("at least one loss weight must be positive")
+        final = float(make_schedule(make_betas(self.schedule, self.steps, self.beta_start, self.beta_end)).abar[-1])
+        if final > MAX_FINAL_ABAR:  # the samplers start from N(0, I) = the state at step N only when abar_N ~ 0
+            raise ValueError(f"the {self.schedule} schedule with steps={self.steps} ends at abar_N = {final:.3g}, not pure noise (needs <= {MAX_FINAL_ABAR}): use more steps or another schedule")
 
 
 # The keys that only choose how a trained model scores (the reverse process); training never reads

@@ -121,6 +121,11 @@ def test_bad_configs_are_rejected():
         with pytest.raises(ConfigError):
             build_config(DiffRecConfig, bad)
     assert dataclasses.asdict(build_config(DiffRecConfig, {"steps": "200"}))["steps"] == 200
+    # a chain that does not end in noise: sampling from N(0, I) at step N would not match training
+    with pytest.raises(ConfigError, match=r"steps=1 ends at abar_N = 0.9, not pure noise"):
+        build_config(DiffRecConfig, {"steps": 1})
+    for ok in ({"steps": 2}, {"steps": 1, "schedule": "cosine"}, {"steps": 1, "schedule": "sqrt"}):
+        build_config(DiffRecConfig, ok)
 
 
 def test_registered_and_built_from_overrides():
