@@ -312,8 +312,8 @@ def save(fig, folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
     fig.tight_layout()
-    for path in paths:
-        fig.savefig(path, dpi=150 if path.suffix == ".png" else None)
+    for path in paths:  # no creation date in the PDF: the same records give the same bytes
+        fig.savefig(path, dpi=150 if path.suffix == ".png" else None, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
 

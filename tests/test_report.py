@@ -114,6 +114,9 @@ def test_figures_and_readme(results):
     assert "Missing cells (" in smoke and "ml-100k / diffrec / noise=sequence / seed 0" in smoke
     ablations = (results / "tables" / "demo_ablations.md").read_text()
     assert "steps=50,sampler=strided" in ablations and "noise=sequence" in ablations
+    first = {p: p.read_bytes() for p in figures.iterdir()}
+    report.write_report(results)
+    assert {p: p.read_bytes() for p in figures.iterdir()} == first  # regenerating changes nothing
 
 
 def test_cli_without_records_fails_clearly(tmp_path, capsys):
