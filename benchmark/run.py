@@ -6,8 +6,9 @@ record already exists for the same resolved cell are skipped, so an interrupted 
 included) resumes where it stopped and loses at most the cell in progress. Cells that differ only
 in how the trained model scores (an ablation over DiffRec's sampler, say) train once: the first
 keeps the model in OUT/checkpoints/ (git-ignored), the others load it. `--shard K/N` runs every N-th
-training (its cells together), so N processes (or machines sharing OUT) can split a suite;
-`--only main|ablations` runs one part of it (the main table first, say). A suite with
+training (its cells together), so N processes (or machines sharing OUT) can split a suite; a cell
+that another process finished meanwhile is skipped. `--only main|ablations` runs one part of it
+(the main table first, say). A suite with
 `[tune] auto = true` first tunes its studies (`benchmark.tune`); every run ends with the report
 (`benchmark.report`).
 """
@@ -189,6 +190,9 @@ def run_suite(suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=
     bar = tqdm(todo, desc=f"{suite.name} cells", unit="cell", disable=not progress, dynamic_ncols=True)
     for cell in bar:
         bar.set_postfix_str(f"{cell.dataset}/{cell.model}/{cell.tag}/s{cell.seed}")
+        if is_done(out, cell):  # another process sharing OUT finished it meanwhile
+            tqdm.write(f"{cell.dataset:8s} {cell.model:12s} s{cell.seed} [{cell.tag}] done meanwhile by another process")
+            continue
         t0 = time.perf_counter()
         checkpoints = out / "checkpoints" if shared[cell.training_key] > 1 else None
         record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite.name, checkpoints=checkpoints)

@@ -223,3 +223,20 @@ def test_shards_split_the_trainings_and_keep_shared_ones_together(tmp_path, monk
     for cells in ran.values():  # a training's cells run one after another
         order = [c.training_key for c in cells]
         assert order == sorted(order, key=order.index)
+
+
+def test_a_cell_finished_meanwhile_by_another_process_is_not_run_again(tmp_path, monkeypatch):
+    from benchmark.records import write_json_atomic
+
+    suite = resolve_suite("t", {**BASE, "seeds": [0, 1]})
+    first, second = suite.cells
+    ran = []
+
+    def fake_run_cell(cell, **kw):
+        ran.append(cell.seed)
+        write_json_atomic(run.record_path(tmp_path, second), {"cell": second.identity()})  # the other process
+        return {"metrics": {p: {"NDCG@10": 0.0, "HR@10": 0.0} for p in ("test", "test_masked")}}
+
+    monkeypatch.setattr(run, "run_cell", fake_run_cell)
+    assert run.run_suite(suite, out=tmp_path, progress=False) == [run.record_path(tmp_path, first)]
+    assert ran == [0]
