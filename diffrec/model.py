@@ -191,11 +191,26 @@ class DiffRec(SeqRecModel):
 
     def loss(self, batch: Batch):
         cfg = self.cfg
+        n, weight = self.step_sampler.sample(batch.inputs.shape[0], batch.inputs.device)  # (B,), (B,)
+        terms = self.target_terms(batch, n)
+        per_target = cfg.mse_weight * terms["mse"] + cfg.ce_weight * terms["ce"]  # (M,)
+        if cfg.h0_ce_weight:
+            per_target = per_target + cfg.h0_ce_weight * terms["h0_ce"]
+        seq_of = terms["seq"]
+        per_seq = torch.zeros_like(n, dtype=per_target.dtype).index_add_(0, seq_of, per_target.detach())
+        self.step_sampler.update(n, per_seq / torch.bincount(seq_of, minlength=len(n)).clamp(min=1))
+        loss = (weight[seq_of] * per_target).mean()
+        return loss, {"mse": float(terms["mse"].detach().mean()), "ce": float(terms["ce"].detach().mean())}
+
+    def target_terms(self, batch: Batch, n: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms of every real target of `batch` with its sequence at diffusion step n (B,):
+        "mse", "ce", "h0_ce" (when weighted) each (M,) over the M real targets, and "seq" (M,), the
+        sequence of each target. `loss` draws n; `diffrec.profile` fixes it."""
+        cfg = self.cfg
         inputs, targets = batch.inputs[:, -(self.max_len - 1) :], batch.targets[:, -(self.max_len - 1) :]  # (B, L)
         B, L = inputs.shape
         keep, real = inputs > 0, targets > 0
         sched = self.schedule.to(inputs.device)
-        n, weight = self.step_sampler.sample(B, inputs.device)  # (B,), (B,)
         history = self.embed(inputs)  # (B, L, d)
         h0 = self.embed(targets)
         h0 = h0 + cfg.beta0**0.5 * torch.randn_like(h0)  # embedding transition
@@ -204,17 +219,14 @@ class DiffRec(SeqRecModel):
             history = q_sample(sched, history, n, torch.randn_like(history))
         cols = torch.arange(L, device=inputs.device)
         f = self.dsr(history, keep, self.slot_input(hn, n, sched), cols, n, position_ids(L + 1, self.max_len, inputs.device))  # (B, L, d)
-
-        mse = (f - h0).pow(2).mean(-1)[real]  # (M,)
-        ce = F.cross_entropy(self.logits(f[real]), targets[real], reduction="none")
-        per_target = cfg.mse_weight * mse + cfg.ce_weight * ce
+        terms = {
+            "mse": (f - h0).pow(2).mean(-1)[real],
+            "ce": F.cross_entropy(self.logits(f[real]), targets[real], reduction="none"),
+            "seq": torch.arange(B, device=inputs.device)[:, None].expand(B, L)[real],
+        }
         if cfg.h0_ce_weight:
-            per_target = per_target + cfg.h0_ce_weight * F.cross_entropy(self.logits(h0[real]), targets[real], reduction="none")
-        seq_of = torch.arange(B, device=inputs.device)[:, None].expand(B, L)[real]  # (M,) sequence of each target
-        per_seq = torch.zeros(B, device=inputs.device).index_add_(0, seq_of, per_target.detach()) / real.sum(1).clamp(min=1)
-        self.step_sampler.update(n, per_seq)
-        loss = (weight[seq_of] * per_target).mean()
-        return loss, {"mse": float(mse.detach().mean()), "ce": float(ce.detach().mean())}
+            terms["h0_ce"] = F.cross_entropy(self.logits(h0[real]), targets[real], reduction="none")
+        return terms
 
     def score(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         cfg = self.cfg
