@@ -58,6 +58,7 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
     ds, split, max_len = load_data(cell, data_dir)
     tcfg = build_config(TrainConfig, cell.train_config, where="train")
     model, mcfg = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len, seed=cell.seed)
+    env = environment(device)
     saved = Path(checkpoints) / f"{cell.training_key}.pt" if checkpoints is not None else None
     reused = saved is not None and saved.exists()
     if reused:
@@ -67,7 +68,6 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
             raise data_mod.DataError(f"{saved}: cannot load this checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to train again") from None
     else:
         fitted = fit(model, split, tcfg, seed=cell.seed, device=device, progress=progress, on_eval=on_eval)
-        env = environment(device)
         trained_on = {"device": env["device"], "git_commit": env["git_commit"], "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if saved is not None:
             save_trained(model, fitted, saved, trained_on)
@@ -99,7 +99,7 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
             **({"inference": {"scored_with": cell.inference, "trained_and_selected_with": {k: cell.model_config[k] for k in cell.inference}}} if cell.inference else {}),
         },
         "training": {"key": cell.training_key, "reused": reused, **trained_on},  # reused: curve and train timings are the checkpoint's
-        "environment": environment(device),
+        "environment": env,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "params": sum(p.numel() for p in model.parameters()),
         "best_epoch": fitted.best_epoch,
