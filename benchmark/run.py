@@ -6,8 +6,8 @@ record already exists for the same resolved cell are skipped, so an interrupted 
 included) resumes where it stopped and loses at most the cell in progress. Cells that differ only
 in how the trained model scores (an ablation over DiffRec's sampler, say) train once: the first
 keeps the model in OUT/checkpoints/ (git-ignored), the others load it. `--shard K/N` runs every N-th
-training (its cells together), so N processes (or machines sharing OUT) can split a suite; a cell
-that another process finished meanwhile is skipped. `--only main|ablations` runs one part of it
+training still to run (its cells together), so N processes started together (or machines sharing
+OUT) split what is left evenly; a cell that another process finished meanwhile is skipped. `--only main|ablations` runs one part of it
 (the main table first, say). A suite with
 `[tune] auto = true` first tunes its studies (`benchmark.tune`); every run ends with the report
 (`benchmark.report`).
@@ -174,16 +174,17 @@ def run_suite(suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=
     git_commit()  # read now: the records name the code this process started with
     shared = Counter(c.training_key for c in suite.cells)  # before `only`: `--only main` keeps for the ablations
     cells = [c for c in suite.cells if only is None or (c.tag in MAIN_TAGS) == (only == "main")]
-    trainings = list(dict.fromkeys(c.training_key for c in cells))  # in suite order
-    k, n = shard
-    mine = {t: i for i, t in enumerate(trainings) if i % n == k}  # cells of one training stay in one shard
-    cells = sorted((c for c in cells if c.training_key in mine), key=lambda c: mine[c.training_key])
     for path in remove_stale_temps(out):
         print(f"removed unfinished write {path.name}", flush=True)
-    done = [c for c in cells if is_done(out, c)]
-    todo = [c for c in cells if c not in done]
-    where = f" (shard {k}/{n})" if n > 1 else ""
-    print(f"suite {suite.name}{where}: {len(cells)} cells, {len(done)} already done, {len(todo)} to run -> {out / 'runs'}", flush=True)
+    pending = [c for c in cells if not is_done(out, c)]
+    # Shards split the trainings still to run (in suite order), so N processes started together get
+    # even shares; the cells of one training stay in one shard.
+    trainings = list(dict.fromkeys(c.training_key for c in pending))
+    k, n = shard
+    mine = {t: i for i, t in enumerate(trainings) if i % n == k}
+    todo = sorted((c for c in pending if c.training_key in mine), key=lambda c: mine[c.training_key])
+    where = f", {len(todo)} of them in shard {k}/{n}" if n > 1 else ""
+    print(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run{where} -> {out / 'runs'}", flush=True)
     for name in suite.untuned:
         print(f"  no tuning study for {name}: default hyperparameters", flush=True)
     written = []
@@ -256,7 +257,7 @@ def print_listing() -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.splitlines()[0])
     add_suite_arguments(p)
-    p.add_argument("--shard", metavar="K/N", help="run only trainings K, K+N, K+2N, ... (0-based; cells sharing a training stay together), for splitting a suite across processes")
+    p.add_argument("--shard", metavar="K/N", help="run only trainings K, K+N, K+2N, ... of those still to run (0-based; cells sharing a training stay together), for splitting a suite across processes started together")
     p.add_argument("--only", choices=("main", "ablations"), help="run only the main table's cells, or only the ablation cells")
     p.add_argument("--no-tune", action="store_true", help="skip the suite's automatic tuning ([tune] auto = true)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")

@@ -212,6 +212,7 @@ def test_shards_split_the_trainings_and_keep_shared_ones_together(tmp_path, monk
     ran = {}
     ab = {"model": "diffrec", "grid": {"steps": [10, 50], "sampler": ["ancestral", "strided", "average"]}}
     suite = resolve_suite("t", {**BASE, "models": ["diffrec", "sasrec-ce"], "seeds": [0, 1], "ablation": [ab]})
+    monkeypatch.setattr(run, "write_json_atomic", lambda path, record: path)  # the shards start together: none sees another's records
     for k in range(3):
         monkeypatch.setattr(run, "run_cell", lambda cell, k=k, **kw: ran.setdefault(k, []).append(cell) or {"metrics": {p: {"NDCG@10": 0.0, "HR@10": 0.0} for p in ("test", "test_masked")}})
         run.run_suite(suite, out=tmp_path, progress=False, shard=(k, 3))
@@ -223,6 +224,21 @@ def test_shards_split_the_trainings_and_keep_shared_ones_together(tmp_path, monk
     for cells in ran.values():  # a training's cells run one after another
         order = [c.training_key for c in cells]
         assert order == sorted(order, key=order.index)
+
+
+def test_shards_split_what_is_left_evenly(tmp_path, monkeypatch):
+    from benchmark.records import write_json_atomic
+
+    suite = resolve_suite("t", {**BASE, "seeds": [0, 1, 2, 3, 4, 5]})
+    for cell in suite.cells:
+        if cell.seed in (0, 3):  # done before; counting them, shard 0 of 3 would get nothing to run
+            write_json_atomic(run.record_path(tmp_path, cell), {"cell": cell.identity()})
+    monkeypatch.setattr(run, "write_json_atomic", lambda path, record: path)  # the shards start together
+    ran = {}
+    for k in range(3):
+        monkeypatch.setattr(run, "run_cell", lambda cell, k=k, **kw: ran.setdefault(k, []).append(cell.seed) or {"metrics": {p: {"NDCG@10": 0.0, "HR@10": 0.0} for p in ("test", "test_masked")}})
+        run.run_suite(suite, out=tmp_path, progress=False, shard=(k, 3))
+    assert ran == {0: [1, 5], 1: [2], 2: [4]}
 
 
 def test_a_cell_finished_meanwhile_by_another_process_is_not_run_again(tmp_path, monkeypatch):
