@@ -353,17 +353,20 @@ def figure_steps(frame: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def figure_noise(frame: pd.DataFrame, folder: Path) -> list[Path]:
-    """Target-only vs whole-sequence noising: test NDCG@10 and HR@10 (unmasked)."""
-    part = frame[frame.tag.map(lambda t: tag_keys(t) == {"noise"})]
+    """Target-only vs whole-sequence noising (the points that set the noise and at most the
+    sampler): test NDCG@10 and HR@10 (unmasked), labelled with the sampler that scored them."""
+    scoring = set(MODELS["diffrec"].inference)
+    part = frame[frame.tag.map(lambda t: "noise" in tag_keys(t) and tag_keys(t) <= {"noise"} | scoring)]
     if part.empty or part["cfg.noise"].nunique() < 2:
         return []
+    part = part.assign(noising=part["cfg.noise"] + " (" + part["cfg.sampler"] + ")")
     fig, axes = _panels(2)
     for ax, metric in zip(axes, ("NDCG@10", "HR@10")):
-        s = part.groupby(["dataset", "cfg.noise"])[f"test/{metric}"].agg(["mean", "std"]).fillna(0.0)
-        table = s["mean"].unstack("cfg.noise")
-        table.plot.bar(ax=ax, yerr=s["std"].unstack("cfg.noise"), capsize=3, rot=0)
+        s = part.groupby(["dataset", "noising"])[f"test/{metric}"].agg(["mean", "std"]).fillna(0.0)
+        table = s["mean"].unstack("noising")
+        table.plot.bar(ax=ax, yerr=s["std"].unstack("noising"), capsize=3, rot=0)
         ax.set(ylabel=f"test {metric}", xlabel="", title=f"noising: {metric}")
-        ax.legend(title="noise", fontsize=7)
+        ax.legend(title="noise (sampler)", fontsize=7)
     return save(fig, folder, "noise_target_vs_sequence")
 
 

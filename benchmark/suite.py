@@ -19,7 +19,7 @@ Keys of a suite file (every key is optional except datasets and models):
     datasets = ["ml-100k"]                  # default: the suite's datasets
     seeds = [0]                             # default: the suite's seeds
     grid = {steps = [10, 50], sampler = ["ancestral", "strided"]}   # cartesian product, or
-    points = [{noise = "target"}, {noise = "sequence"}]             # an explicit list of settings
+    points = [{noise = "target", sampler = "strided"}, {noise = "sequence", sampler = "strided"}]  # or a list
     fixed = {samples = 5}                   # set in every point (not part of the tag)
 
 In `grid`, `points`, `fixed` and in search spaces, a key `train.KEY` addresses the TrainConfig and
@@ -27,7 +27,9 @@ a plain key the model's config. A cell's tag names its setting: "default", "tune
 ablation point ("steps=50,sampler=strided"). A point's inference keys (the registry's
 `ModelSpec.inference`, e.g. DiffRec's sampler) do not retrain: the cell is trained and selected
 with the base setting's values and scores with the point's (`Cell.inference`), so a sampler sweep
-costs one training, and every sampler is compared on the same model.
+costs one training, and every sampler is compared on the same model. A point whose training the
+base's values do not suit (DiffRec's sequence noise needs a sampler that ends near step 1, not the
+base's `average`) trains and selects with its own.
 """
 from __future__ import annotations
 
@@ -397,9 +399,14 @@ def resolve_suite(
             pw = f"{aw} point {setting_tag(point)}"
             for dataset, source in ab_refs.items():
                 mcfg, tcfg, tuning = tuned_base(dataset, model)
-                # inference keys score the model trained with the base's values (and selected with them)
-                trained = config_dict(build_config(spec.config, {**mcfg, **{k: v for k, v in m_part.items() if k not in spec.inference}}, where=pw))
+                # inference keys score the model trained with the base's values (and selected with them),
+                # unless the base's values do not suit the point's training (DiffRec's sequence noise
+                # with the `average` sampler, say): then it trains and selects with its own
                 scoring = config_dict(build_config(spec.config, {**mcfg, **m_part}, where=pw))
+                try:
+                    trained = config_dict(build_config(spec.config, {**mcfg, **{k: v for k, v in m_part.items() if k not in spec.inference}}, where=pw))
+                except ConfigError:
+                    trained = scoring
                 inference = {k: scoring[k] for k in spec.inference if scoring[k] != trained[k]}
                 tcfg = config_dict(build_config(TrainConfig, {**tcfg, **t_part}, where=pw))
                 for seed in ab_seeds:

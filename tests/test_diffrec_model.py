@@ -29,7 +29,7 @@ def capture_dsr_calls(model):
 
 @pytest.mark.parametrize("noise", ["target", "sequence"])
 def test_target_noising_leaves_history_bit_identical(noise):
-    model = make(noise=noise)
+    model = make(noise=noise, sampler="strided")
     calls = capture_dsr_calls(model)
     loss, logs = model.loss(batch())
     assert torch.isfinite(loss) and {"mse", "ce"} <= set(logs)
@@ -126,6 +126,12 @@ def test_bad_configs_are_rejected():
         build_config(DiffRecConfig, {"steps": 1})
     for ok in ({"steps": 2}, {"steps": 1, "schedule": "cosine"}, {"steps": 1, "schedule": "sqrt"}):
         build_config(DiffRecConfig, ok)
+    # sequence noise with a sampler that denoises at step N only, where the history is noise as well
+    for bad in ({"sampler": "average"}, {"sampler": "strided", "sampler_steps": 1}):
+        with pytest.raises(ConfigError, match=r"noise='sequence' needs a sampler .* denoises at step N only"):
+            build_config(DiffRecConfig, {"noise": "sequence", **bad})
+    for ok in ({"sampler": "ancestral"}, {"sampler": "strided", "sampler_steps": 2}):
+        build_config(DiffRecConfig, {"noise": "sequence", **ok})
 
 
 def test_registered_and_built_from_overrides():
@@ -139,7 +145,7 @@ def test_registered_and_built_from_overrides():
 @pytest.mark.parametrize("sampler", ["ancestral", "strided", "average"])
 def test_history_encoded_once_scores_like_the_full_pass(sampler, monkeypatch):
     model = make(step_tokens="slot", slot_context="last", sampler=sampler, sampler_steps=3, samples=3).eval()
-    assert model.history_is_static and not make(noise="sequence", step_tokens="slot").history_is_static
+    assert model.history_is_static and not make(noise="sequence", step_tokens="slot", sampler="ancestral").history_is_static
     seqs = batch().inputs
     calls = capture_dsr_calls(model)
     cached = model.score(seqs, torch.Generator().manual_seed(0))

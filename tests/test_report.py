@@ -69,7 +69,7 @@ def results(tmp_path):
         for sampler in ("ancestral", "strided"):
             records.append(fake_record("good", "diffrec", 0, base // (2 if sampler == "strided" else 3), tag=f"steps={steps},sampler={sampler}", config={"steps": steps, "sampler": sampler, "sampler_steps": 5, "samples": 2}, eval_seconds=steps / 10))
     for noise in ("target", "sequence"):
-        records.append(fake_record("good", "diffrec", 0, base // 2, tag=f"noise={noise}", config={"noise": noise}))
+        records.append(fake_record("good", "diffrec", 0, base // 2, tag=f"noise={noise},sampler=strided", config={"noise": noise, "sampler": "strided"}))
     records.append(fake_record("good", "sasrec-ce", 0, base, suite="smoke"))
     for r in records:
         write_json_atomic(tmp_path / "runs" / f"{r['key']}.json", r)
@@ -111,9 +111,9 @@ def test_figures_and_readme(results):
     assert "figures/demo/ndcg_vs_steps.png" in readme and "(figures/demo/ndcg_vs_steps.pdf)" in readme
     assert "Missing cells: unknown" in readme  # "demo" is not a packaged suite
     smoke = readme[readme.index("## Suite `smoke`") :]
-    assert "Missing cells (" in smoke and "ml-100k / diffrec / noise=sequence / seed 0" in smoke
+    assert "Missing cells (" in smoke and "ml-100k / diffrec / noise=sequence,sampler=strided / seed 0" in smoke
     ablations = (results / "tables" / "demo_ablations.md").read_text()
-    assert "steps=50,sampler=strided" in ablations and "noise=sequence" in ablations
+    assert "steps=50,sampler=strided" in ablations and "noise=sequence,sampler=strided" in ablations
     first = {p: p.read_bytes() for p in figures.iterdir()}
     report.write_report(results)
     assert {p: p.read_bytes() for p in figures.iterdir()} == first  # regenerating changes nothing

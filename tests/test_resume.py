@@ -165,7 +165,7 @@ def test_smoke_suite_tunes_ablates_resumes_and_reports(tmp_path):
         assert best["trials"] == 2 and best["budget"] == 2
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
     tags = {r["tag"] for r in records}
-    assert "tuned" in tags and "noise=sequence" in tags and "steps=20,sampler=strided" in tags
+    assert "tuned" in tags and "noise=sequence,sampler=strided" in tags and "steps=20,sampler=strided" in tags
     assert all(r["tuning"]["trials"] == 2 for r in records if r["tag"] == "tuned")
     for name in ("tables/smoke.md", "tables/smoke.tex", "README.md", "figures/smoke/ndcg_vs_steps.png", "figures/smoke/noise_target_vs_sequence.pdf"):
         assert (tmp_path / name).exists(), name

@@ -34,7 +34,7 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
     main = [c for c in suite.cells if c.tag == "default"]
     assert {c.seed for c in main} == {0, 1, 2, 3, 4}
     tags = {c.tag for c in suite.cells if c.model == "diffrec"}
-    assert {"noise=target", "noise=sequence"} <= tags and any(t.startswith("steps=") for t in tags)
+    assert {"noise=target,sampler=strided", "noise=sequence,sampler=strided"} <= tags and any(t.startswith("steps=") for t in tags)
 
 
 @pytest.mark.parametrize(
@@ -68,8 +68,8 @@ def test_invalid_suites_are_rejected_with_the_bad_key_named(change, message):
 
 
 def test_diffrec_ablation_keys_are_validated():
-    ok = {"model": "diffrec", "grid": {"noise": ["target", "sequence"], "sampler": ["ancestral", "strided", "average"], "step_sampling": ["uniform", "importance"]}}
-    assert len(resolve_suite("t", {**BASE, "ablation": [ok]}).cells) == 1 + 12
+    ok = {"model": "diffrec", "grid": {"noise": ["target", "sequence"], "sampler": ["ancestral", "strided"], "step_sampling": ["uniform", "importance"]}}
+    assert len(resolve_suite("t", {**BASE, "ablation": [ok]}).cells) == 1 + 8
     with pytest.raises(ConfigError, match="'diagonal' is not one of"):
         resolve_suite("t", {**BASE, "ablation": [{"model": "diffrec", "points": [{"noise": "diagonal"}]}]})
 
@@ -97,6 +97,14 @@ def test_sampler_points_score_the_base_training_and_share_it():
     assert len({c.key for c in suite.cells}) == len(suite.cells) == 5
     with pytest.raises(ConfigError, match="sampler"):
         resolve_suite("t", {**BASE, "models": ["diffrec"], "ablation": [{"model": "diffrec", "points": [{"sampler": "euler"}]}]})
+    # sequence noise cannot be selected with the base's `average` (it would rank from a noised history): own sampler throughout
+    noise = resolve_suite("t", {**BASE, "models": ["diffrec"], "ablation": [{"model": "diffrec", "points": [{"noise": n, "sampler": "strided"} for n in ("target", "sequence")]}]})
+    cells = {c.tag: c for c in noise.cells}
+    target, sequence = cells["noise=target,sampler=strided"], cells["noise=sequence,sampler=strided"]
+    assert target.training_key == cells["default"].training_key and target.inference == {"sampler": "strided"}
+    assert sequence.model_config["sampler"] == "strided" and sequence.inference == {}
+    with pytest.raises(ConfigError, match="noise='sequence' needs a sampler"):
+        resolve_suite("t", {**BASE, "models": ["diffrec"], "ablation": [{"model": "diffrec", "points": [{"noise": "sequence"}]}]})
     # a model without inference keys retrains for every point
     sas = resolve_suite("t", {**BASE, "ablation": [{"model": "sasrec-ce", "points": [{"dropout": 0.1}]}]})
     assert len({c.training_key for c in sas.cells}) == 2 and all(c.inference == {} for c in sas.cells)
