@@ -7,7 +7,9 @@ included) resumes where it stopped and loses at most the cell in progress. Cells
 in how the trained model scores (an ablation over DiffRec's sampler, say) train once: the first
 keeps the model in OUT/checkpoints/ (git-ignored), the others load it. `--shard K/N` runs every N-th
 training still to run (its cells together), so N processes started together (or machines sharing
-OUT) split what is left evenly; a cell that another process finished meanwhile is skipped. `--only main|ablations` runs one part of it
+OUT) split what is left evenly; `--claims DIR` lets processes with the same options take the
+trainings first come, first served instead (no process idles while another has a queue); a cell
+that another process finished meanwhile is skipped. `--only main|ablations` runs one part of it
 (the main table first, say). A suite with
 `[tune] auto = true` first tunes its studies (`benchmark.tune`); every run ends with the report
 (`benchmark.report`).
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 import time
 from collections import Counter
@@ -145,12 +149,27 @@ def is_done(out: Path, cell: Cell) -> bool:
     return mine == theirs
 
 
-def remove_stale_temps(out: Path) -> list[Path]:
-    """Temporary files of writes that a killed run never finished (`.NAME.json.XXXX.tmp`)."""
-    stale = sorted((Path(out) / "runs").glob(".*.json.*.tmp"))
+def remove_stale_temps(out: Path, min_age_s: float = 600.0) -> list[Path]:
+    """Temporary files of writes that a killed run never finished (`.NAME.json.XXXX.tmp`); a write
+    takes milliseconds, so one younger than `min_age_s` may be another live process's and stays."""
+    now = time.time()
+    stale = sorted(p for p in (Path(out) / "runs").glob(".*.json.*.tmp") if now - p.stat().st_mtime >= min_age_s)
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def claim(claims: Path, training_key: str) -> bool:
+    """Takes a training for this process: creates CLAIMS/<training key> unless it exists (atomic
+    O_EXCL create, so of processes sharing CLAIMS exactly one gets it)."""
+    claims.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(claims / training_key, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{socket.gethostname()} pid {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    return True
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -165,11 +184,15 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return k, n
 
 
-def run_suite(suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=True, shard: tuple[int, int] = (0, 1), only: str | None = None) -> list[Path]:
+def run_suite(
+    suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=True, shard: tuple[int, int] = (0, 1), only: str | None = None, claims: Path | None = None
+) -> list[Path]:
     """Runs the suite's cells that have no record yet (`only`: "main" or "ablations" cells).
 
     A training that several cells share (the same training key: a main cell and the inference
-    points of an ablation) is kept in OUT/checkpoints/, so it runs once, whichever cell comes first."""
+    points of an ablation) is kept in OUT/checkpoints/, so it runs once, whichever cell comes first.
+    With `claims` (a folder), processes sharing it take the trainings first come, first served:
+    each claims a training before its first cell and skips those another process claimed."""
     out = Path(out)
     git_commit()  # read now: the records name the code this process started with
     shared = Counter(c.training_key for c in suite.cells)  # before `only`: `--only main` keeps for the ablations
@@ -187,13 +210,20 @@ def run_suite(suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=
     print(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run{where} -> {out / 'runs'}", flush=True)
     for name in suite.untuned:
         print(f"  no tuning study for {name}: default hyperparameters", flush=True)
-    written = []
+    written, mine_now, taken = [], set(), set()
     bar = tqdm(todo, desc=f"{suite.name} cells", unit="cell", disable=not progress, dynamic_ncols=True)
     for cell in bar:
         bar.set_postfix_str(f"{cell.dataset}/{cell.model}/{cell.tag}/s{cell.seed}")
         if is_done(out, cell):  # another process sharing OUT finished it meanwhile
             tqdm.write(f"{cell.dataset:8s} {cell.model:12s} s{cell.seed} [{cell.tag}] done meanwhile by another process")
             continue
+        if claims is not None and cell.training_key not in mine_now:
+            if cell.training_key in taken or not claim(Path(claims), cell.training_key):
+                if cell.training_key not in taken:
+                    tqdm.write(f"{cell.dataset:8s} {cell.model:12s} s{cell.seed} training {cell.training_key} claimed by another process")
+                taken.add(cell.training_key)
+                continue
+            mine_now.add(cell.training_key)
         t0 = time.perf_counter()
         checkpoints = out / "checkpoints" if shared[cell.training_key] > 1 else None
         record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite.name, checkpoints=checkpoints)
@@ -258,6 +288,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.splitlines()[0])
     add_suite_arguments(p)
     p.add_argument("--shard", metavar="K/N", help="run only trainings K, K+N, K+2N, ... of those still to run (0-based; cells sharing a training stay together), for splitting a suite across processes started together")
+    p.add_argument(
+        "--claims",
+        metavar="DIR",
+        help="processes given the same DIR (and the same suite options) take the trainings first come, first served; use a fresh DIR per batch of processes (a killed process's claim stays)",
+    )
     p.add_argument("--only", choices=("main", "ablations"), help="run only the main table's cells, or only the ablation cells")
     p.add_argument("--no-tune", action="store_true", help="skip the suite's automatic tuning ([tune] auto = true)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
@@ -278,7 +313,7 @@ def main(argv=None) -> int:
 
             tune_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress)
             suite = suite_from_args(args, p)  # again, now with the tuned parameters
-        run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress, shard=shard, only=args.only)
+        run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress, shard=shard, only=args.only, claims=Path(args.claims) if args.claims else None)
         if not args.no_report:
             from benchmark.report import write_report
 

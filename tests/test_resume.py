@@ -78,9 +78,12 @@ def test_existing_records_are_skipped_only_for_the_same_resolved_cell(tmp_path):
     assert not is_done(tmp_path, cell)  # same file name, different cell: run again
     record_path(tmp_path, cell).write_text("{trunc")
     assert not is_done(tmp_path, cell)
-    stale = tmp_path / "runs" / f".{cell.key}.json.abc123.tmp"
+    stale, live = (tmp_path / "runs" / f".{cell.key}.json.{x}.tmp" for x in ("abc123", "def456"))
     stale.write_text("{")
-    assert remove_stale_temps(tmp_path) == [stale] and not stale.exists()
+    live.write_text("{")  # another process's write in progress
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert remove_stale_temps(tmp_path) == [stale] and not stale.exists() and live.exists()
+    live.unlink()
     written = run_suite(suite, out=tmp_path, progress=False)
     assert written == [record_path(tmp_path, cell)] and is_done(tmp_path, cell)
     assert run_suite(suite, out=tmp_path, progress=False) == []
