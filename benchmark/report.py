@@ -278,7 +278,7 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
         losses[m] = f"{m}: {r['config']['model']['loss']}" if "loss" in r["config"]["model"] else f"{m}: {r.get('model_about') or 'see model file'}"
         budgets[m] = r["protocol"]["early_stopping"] + (f", time budget {r['config']['train']['time_budget_s']:g}s" if r["config"]["train"].get("time_budget_s") else "")
         t = r.get("tuning") or {}
-        trials[m] = f"{m}: {t['trials']} trials (study {t['study']})" if t else f"{m}: defaults (untuned)"
+        trials.setdefault(m, {})[r["dataset"]["name"]] = f"{t['trials']} trials (study {t['study']})" if t else "defaults (untuned)"
     return [
         ("datasets", "; ".join(datasets.values())),
         ("split", first["split"]),
@@ -289,11 +289,19 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
         ("selection", first["selection"]),
         ("losses", "; ".join(losses.values())),
         ("budgets", distinct(f"{m}: {b}" for m, b in budgets.items())),
-        ("tuning trials", "; ".join(trials.values())),
+        ("tuning trials", "; ".join(f"{m}: {tuning_per_dataset(by_dataset)}" for m, by_dataset in trials.items())),
         ("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in recs}))),
         ("git commit", distinct(r["environment"]["git_commit"] for r in recs)),
         ("environment", distinct(f"{e['device']}, torch {e['packages'].get('torch')}, python {e['python']}" for e in (r["environment"] for r in recs))),
     ]
+
+
+def tuning_per_dataset(by_dataset: dict[str, str]) -> str:
+    """{"beauty": "8 trials (study s)", "toys": "defaults (untuned)"} -> one phrase; the datasets are
+    named only where they differ (studies are per dataset)."""
+    if len(set(by_dataset.values())) == 1:
+        return next(iter(by_dataset.values()))
+    return ", ".join(f"{d} {v}" for d, v in by_dataset.items())
 
 
 def card_markdown(card) -> str:

@@ -142,3 +142,9 @@ def test_a_record_counts_for_every_suite_that_holds_its_cell(tmp_path):
     assert f"{cell.dataset} / {cell.model} / {cell.tag} / seed {cell.seed}\n" not in smoke  # not missing
     quick = readme[readme.index("## Suite `quick`") :]
     assert quick.startswith("## Suite `quick`\n\n0 run records")  # it wrote the record, but holds no such cell
+
+
+def test_the_protocol_card_names_the_datasets_where_tuning_differs():
+    # studies are per dataset: a model tuned on beauty and run with defaults on toys must say both
+    assert report.tuning_per_dataset({"beauty": "8 trials (study s)", "toys": "defaults (untuned)"}) == "beauty 8 trials (study s), toys defaults (untuned)"
+    assert report.tuning_per_dataset({"beauty": "defaults (untuned)", "toys": "defaults (untuned)"}) == "defaults (untuned)"
