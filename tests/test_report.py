@@ -1,10 +1,12 @@
 """Reports from run records: Holm correction, paired tests, the paper-layout tables (bold best,
 underlined second, significance mark), the protocol card, figures and the generated README."""
+import json
+
 import numpy as np
 import pytest
 
 from benchmark import report
-from benchmark.metrics import metrics_from_ranks
+from benchmark.metrics import metrics_from_ranks, per_user_metrics
 from benchmark.records import write_json_atomic
 
 N_USERS = 200
@@ -114,6 +116,13 @@ def test_figures_and_readme(results):
     assert "Missing cells (" in smoke and "ml-100k / diffrec / noise=sequence,sampler=strided / seed 0" in smoke
     ablations = (results / "tables" / "demo_ablations.md").read_text()
     assert "steps=50,sampler=strided" in ablations and "noise=sequence,sampler=strided" in ablations
+    # each ablation row sits beside its main cell on the same seeds, with a paired test
+    (row,) = [line for line in ablations.splitlines() if "noise=sequence,sampler=strided" in line]
+    recs = {r["tag"]: r for r in (json.loads(p.read_text()) for p in (results / "runs").glob("good__diffrec__*__s0__*.json"))}
+    per_user = {tag: per_user_metrics(recs[tag]["per_user"]["test_ranks"])["NDCG@10"] for tag in ("default", "noise=sequence,sampler=strided")}
+    p = report.paired_pvalue(per_user["noise=sequence,sampler=strided"], per_user["default"])
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert f"{recs['default']['metrics']['test']['NDCG@10']:.4f}" in cells and f"{p:.2g}" in cells and p < 0.05
     first = {p: p.read_bytes() for p in figures.iterdir()}
     report.write_report(results)
     assert {p: p.read_bytes() for p in figures.iterdir()} == first  # regenerating changes nothing
