@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -475,7 +476,13 @@ def ablation_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
             row["main NDCG@10 (same seeds)"] = row["p vs main"] = "–"
         row["test s / 1k users"] = f"{(g.eval_seconds_test / g.users).mean() * 1000:.3f}"
         rows.append(row)
+    rows.sort(key=lambda r: (r["dataset"], r["model"], natural_key(r["setting"])))
     return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def natural_key(text: str) -> list:
+    """"steps=200" after "steps=50": digit runs compare as numbers."""
+    return [(0, float(part), "") if part[:1].isdigit() else (1, 0.0, part) for part in re.split(r"(\d+(?:\.\d+)?)", text) if part]
 
 
 def resolved_cells(suite: str, out: Path) -> list | None:

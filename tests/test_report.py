@@ -157,3 +157,8 @@ def test_the_protocol_card_names_the_datasets_where_tuning_differs():
     # studies are per dataset: a model tuned on beauty and run with defaults on toys must say both
     assert report.tuning_per_dataset({"beauty": "8 trials (study s)", "toys": "defaults (untuned)"}) == "beauty 8 trials (study s), toys defaults (untuned)"
     assert report.tuning_per_dataset({"beauty": "defaults (untuned)", "toys": "defaults (untuned)"}) == "defaults (untuned)"
+
+
+def test_natural_order_of_settings():
+    tags = ["sampler_steps=10", "sampler_steps=2", "steps=1000", "steps=50", "hidden=128", "steps=2"]
+    assert sorted(tags, key=report.natural_key) == ["hidden=128", "sampler_steps=2", "sampler_steps=10", "steps=2", "steps=50", "steps=1000"]
