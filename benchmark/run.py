@@ -210,20 +210,20 @@ def run_suite(
     print(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run{where} -> {out / 'runs'}", flush=True)
     for name in suite.untuned:
         print(f"  no tuning study for {name}: default hyperparameters", flush=True)
-    written, mine_now, taken = [], set(), set()
+    written, claimed = [], {}  # claimed: training key -> whether this process holds it
     bar = tqdm(todo, desc=f"{suite.name} cells", unit="cell", disable=not progress, dynamic_ncols=True)
     for cell in bar:
         bar.set_postfix_str(f"{cell.dataset}/{cell.model}/{cell.tag}/s{cell.seed}")
         if is_done(out, cell):  # another process sharing OUT finished it meanwhile
             tqdm.write(f"{cell.dataset:8s} {cell.model:12s} s{cell.seed} [{cell.tag}] done meanwhile by another process")
             continue
-        if claims is not None and cell.training_key not in mine_now:
-            if cell.training_key in taken or not claim(Path(claims), cell.training_key):
-                if cell.training_key not in taken:
+        if claims is not None:
+            if cell.training_key not in claimed:
+                claimed[cell.training_key] = claim(claims, cell.training_key)
+                if not claimed[cell.training_key]:
                     tqdm.write(f"{cell.dataset:8s} {cell.model:12s} s{cell.seed} training {cell.training_key} claimed by another process")
-                taken.add(cell.training_key)
+            if not claimed[cell.training_key]:
                 continue
-            mine_now.add(cell.training_key)
         t0 = time.perf_counter()
         checkpoints = out / "checkpoints" if shared[cell.training_key] > 1 else None
         record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite.name, checkpoints=checkpoints)
