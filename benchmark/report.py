@@ -504,9 +504,16 @@ def resolved_cells(suite: str, out: Path) -> list | None:
         return None
 
 
-def missing_cells(defined: list | None, done: set[str]) -> list[str] | None:
-    """The suite's cells without a record, readable (None when the suite's cells are unknown)."""
-    return None if defined is None else [f"{c.dataset} / {c.model} / {c.tag} / seed {c.seed}" for c in defined if c.key not in done]
+def missing_cells(defined: list | None, done: set[str]) -> dict[str, list[int]] | None:
+    """The suite's cells without a record: {"dataset / model / tag": [seeds]} in suite order (None
+    when the suite's cells are unknown)."""
+    if defined is None:
+        return None
+    missing: dict[str, list[int]] = {}
+    for c in defined:
+        if c.key not in done:
+            missing.setdefault(f"{c.dataset} / {c.model} / {c.tag}", []).append(c.seed)
+    return missing
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -587,7 +594,9 @@ def readme(summaries: list[dict], out: Path) -> str:
         if s["missing"] is None:
             lines += ["Missing cells: unknown (not a packaged suite, or it cannot be resolved here).", ""]
         elif s["missing"]:
-            lines += [f"Missing cells ({len(s['missing'])}, relative to the suite file as it is now):", ""] + [f"- {m}" for m in s["missing"]] + [""]
+            count = sum(map(len, s["missing"].values()))
+            lines += [f"Missing cells ({count}, relative to the suite file as it is now):", ""]
+            lines += [f"- {m}: seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}" for m, seeds in s["missing"].items()] + [""]
         else:
             lines += ["No missing cells.", ""]
     return "\n".join(lines)

@@ -148,7 +148,10 @@ def test_a_record_counts_for_every_suite_that_holds_its_cell(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     smoke = readme[readme.index("## Suite `smoke`") :]
     assert smoke.startswith("## Suite `smoke`\n\n1 run records")
-    assert f"{cell.dataset} / {cell.model} / {cell.tag} / seed {cell.seed}\n" not in smoke  # not missing
+    missing = smoke[smoke.index("Missing cells") :]
+    assert f"- {cell.dataset} / {cell.model} / {cell.tag}:" not in missing  # its one seed has a record
+    other = resolve_suite(*load_suite_file("smoke")).cells[1]
+    assert f"- {other.dataset} / {other.model} / {other.tag}: seed {other.seed}\n" in missing
     quick = readme[readme.index("## Suite `quick`") :]
     assert quick.startswith("## Suite `quick`\n\n0 run records")  # it wrote the record, but holds no such cell
 
