@@ -113,7 +113,7 @@ def test_figures_and_readme(results):
     assert "figures/demo/ndcg_vs_steps.png" in readme and "(figures/demo/ndcg_vs_steps.pdf)" in readme
     assert "Missing cells: unknown" in readme  # "demo" is not a packaged suite
     smoke = readme[readme.index("## Suite `smoke`") :]
-    assert "Missing cells (" in smoke and "ml-100k / diffrec / noise=sequence,sampler=strided / seed 0" in smoke
+    assert "Missing cells (" in smoke and "- ml-100k / diffrec / noise=sequence,sampler=strided: seed 0\n" in smoke
     ablations = (results / "tables" / "demo_ablations.md").read_text()
     assert "steps=50,sampler=strided" in ablations and "noise=sequence,sampler=strided" in ablations
     # each ablation row sits beside its main cell on the same seeds, with a paired test
