@@ -279,7 +279,7 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
         losses[m] = f"{m}: {r['config']['model']['loss']}" if "loss" in r["config"]["model"] else f"{m}: {r.get('model_about') or 'see model file'}"
         budgets[m] = r["protocol"]["early_stopping"] + (f", time budget {r['config']['train']['time_budget_s']:g}s" if r["config"]["train"].get("time_budget_s") else "")
         t = r.get("tuning") or {}
-        trials.setdefault(m, {})[r["dataset"]["name"]] = study_phrase(t)
+        trials.setdefault(m, {})[r["dataset"]["name"]] = f"{t['trials']} trials (study {t['study']})" if t else "defaults (untuned)"
     return [
         ("datasets", "; ".join(datasets.values())),
         ("split", first["split"]),
@@ -295,14 +295,6 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
         ("git commit", distinct(r["environment"]["git_commit"] for r in recs)),
         ("environment", distinct(f"{e['device']}, torch {e['packages'].get('torch')}, python {e['python']}" for e in (r["environment"] for r in recs))),
     ]
-
-
-def study_phrase(tuning: dict) -> str:
-    """A record's "tuning" -> "8 trials (study s)", with the searched defaults that changed since it ran."""
-    if not tuning:
-        return "defaults (untuned)"
-    changed = "".join(f"; its trial 0 had {k} = {then}, the default now {now}" for k, (then, now) in tuning.get("defaults_changed_since", {}).items())
-    return f"{tuning['trials']} trials (study {tuning['study']}{changed})"
 
 
 def tuning_per_dataset(by_dataset: dict[str, str]) -> str:

@@ -210,8 +210,6 @@ def run_suite(
     print(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run{where} -> {out / 'runs'}", flush=True)
     for name in suite.untuned:
         print(f"  no tuning study for {name}: default hyperparameters", flush=True)
-    for study, changed in dict.fromkeys((c.tuning["study"], json.dumps(c.tuning["defaults_changed_since"])) for c in cells if "defaults_changed_since" in c.tuning):
-        print(f"  study {study} ran before defaults changed ({changed}); its best trial sets those keys, so it still applies", flush=True)
     written, claimed = [], {}  # claimed: training key -> whether this process holds it
     bar = tqdm(todo, desc=f"{suite.name} cells", unit="cell", disable=not progress, dynamic_ncols=True)
     for cell in bar:

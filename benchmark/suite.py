@@ -164,46 +164,6 @@ def read_best(tuning_dir: str | Path | None, study: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def searched_field(key: str) -> tuple[str, str]:
-    """A search-space key ("train.KEY" or a model key) -> (its section of a cell identity, its name)."""
-    return ("train_config", key[6:]) if key.startswith("train.") else ("model_config", key)
-
-
-def fixed_settings(identity: dict, searched) -> dict:
-    """A cell identity without the searched keys and the file path."""
-    out = json.loads(json.dumps(identity))
-    for key in searched:
-        section, name = searched_field(key)
-        out[section].pop(name, None)
-    out.get("source", {}).pop("file", None)
-    return out
-
-
-def compatible_study(tuning_dir: str | Path | None, probe: Cell) -> tuple[str, dict, dict] | None:
-    """An exported study of `probe`'s dataset and model under another name whose fixed settings equal
-    `probe`'s: it ran before the default of a searched key changed, which renames the study (the
-    name digests the whole base cell). Its best trial sets every searched key, so it names the same
-    configuration now as then. -> (study, best, {searched key: [its value then, now]} where the
-    defaults differ), or None. Two such studies are an error: the suite will not pick one."""
-    if tuning_dir is None:
-        return None
-    now = probe.identity()
-    found = []
-    for path in sorted(Path(tuning_dir).glob(f"{probe.dataset}__{probe.model}__*/best.json")):
-        best = json.loads(path.read_text())
-        then, searched = best.get("cell"), best.get("space") or {}
-        if then and searched.keys() <= best.get("params", {}).keys() and fixed_settings(then, searched) == fixed_settings(now, searched):
-            changed = {}
-            for key in searched:
-                section, name = searched_field(key)
-                if then[section].get(name) != now[section].get(name):
-                    changed[key] = [then[section].get(name), now[section].get(name)]
-            found.append((path.parent.name, best, changed))
-    if len(found) > 1:
-        raise ConfigError(f"{tuning_dir}: studies {', '.join(f[0] for f in found)} all match {probe.dataset}/{probe.model}; remove all but one")
-    return found[0] if found else None
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation helpers
 
@@ -398,16 +358,13 @@ def resolve_suite(
             return mcfg, tcfg, {}
         probe = Cell(dataset, model, tune["seed"], mcfg, tcfg, data_opts, "tune", refs[dataset])
         study = tuning_study(dataset, model, probe.key)
-        best, changed = read_best(tuning_dir, study), {}
-        if best is None and (found := compatible_study(tuning_dir, probe)):
-            study, best, changed = found
+        best = read_best(tuning_dir, study)
         if best is None:
             untuned.append(f"{dataset}/{model}")
             return mcfg, tcfg, {}
         m_part, t_part = split_setting(best["params"], model, f"tuned params of study {study}")
         mcfg, tcfg = base(model, m_part, t_part, label=f" tuned by {study}")
-        info = {"study": study, "trials": best.get("trials"), "best_value": best.get("best_value"), "params": best["params"]}
-        return mcfg, tcfg, info | ({"defaults_changed_since": changed} if changed else {})
+        return mcfg, tcfg, {"study": study, "trials": best.get("trials"), "best_value": best.get("best_value"), "params": best["params"]}
 
     # Main cells ----------------------------------------------------------------------------------
     cells: dict[str, Cell] = {}

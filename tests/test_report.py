@@ -160,8 +160,6 @@ def test_the_protocol_card_names_the_datasets_where_tuning_differs():
     # studies are per dataset: a model tuned on beauty and run with defaults on toys must say both
     assert report.tuning_per_dataset({"beauty": "8 trials (study s)", "toys": "defaults (untuned)"}) == "beauty 8 trials (study s), toys defaults (untuned)"
     assert report.tuning_per_dataset({"beauty": "defaults (untuned)", "toys": "defaults (untuned)"}) == "defaults (untuned)"
-    assert report.study_phrase({}) == "defaults (untuned)"
-    assert report.study_phrase({"trials": 8, "study": "s", "defaults_changed_since": {"beta_max": [0.2, 0.02]}}) == "8 trials (study s; its trial 0 had beta_max = 0.2, the default now 0.02)"
 
 
 def test_natural_order_of_settings():

@@ -179,40 +179,6 @@ def test_tuned_params_come_from_the_exported_study(tmp_path):
     assert not tuned.untuned
 
 
-def test_a_study_renamed_by_a_changed_searched_default_still_tunes_and_says_so(tmp_path):
-    raw = {**BASE, "params": "tuned"}
-    (probe,) = resolve_suite("t", raw, tuning_dir=tmp_path).tune_cells
-    space = {"dropout": ["float", 0.1, 0.6], "train.lr": ["log", 1e-4, 1e-2]}
-
-    def export(name, model_changes=None, train_changes=None):
-        cell = probe.identity()
-        cell["model_config"].update(model_changes or {})
-        cell["train_config"].update(train_changes or {})
-        path = best_params_path(tmp_path, name)
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"params": {"dropout": 0.45, "train.lr": 0.004}, "trials": 8, "space": space, "cell": cell}))
-        return path
-
-    # Run when the default dropout was 0.5: its name digests that default, not today's.
-    old = export("ml-100k__sasrec-ce__0000000000", {"dropout": 0.5})
-    assert tuning_study(probe.dataset, probe.model, probe.key) != old.parent.name
-    tuned = resolve_suite("t", raw, tuning_dir=tmp_path)
-    (cell,) = tuned.cells
-    assert not tuned.untuned and cell.tag == "tuned" and (cell.model_config["dropout"], cell.train_config["lr"]) == (0.45, 0.004)
-    assert cell.tuning["study"] == old.parent.name and cell.tuning["defaults_changed_since"] == {"dropout": [0.5, probe.model_config["dropout"]]}
-
-    # A study that held a key fixed at another value (layers is not searched) is another experiment.
-    shutil.rmtree(old.parent)
-    export("ml-100k__sasrec-ce__1111111111", {"layers": probe.model_config["layers"] + 1})
-    assert resolve_suite("t", raw, tuning_dir=tmp_path).untuned == ("ml-100k/sasrec-ce",)
-
-    # Two matching studies: the suite does not choose between them.
-    export("ml-100k__sasrec-ce__2222222222", train_changes={"lr": 0.01})
-    export("ml-100k__sasrec-ce__3333333333", {"dropout": 0.2})
-    with pytest.raises(ConfigError, match="2222222222, ml-100k__sasrec-ce__3333333333 all match"):
-        resolve_suite("t", raw, tuning_dir=tmp_path)
-
-
 def test_cli_lists_and_rejects_bad_settings_before_training(capsys):
     assert run.main(["--list"]) == 0
     listing = capsys.readouterr().out
