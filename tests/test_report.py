@@ -165,3 +165,14 @@ def test_the_protocol_card_names_the_datasets_where_tuning_differs():
 def test_natural_order_of_settings():
     tags = ["sampler_steps=10", "sampler_steps=2", "steps=1000", "steps=50", "hidden=128", "steps=2"]
     assert sorted(tags, key=report.natural_key) == ["hidden=128", "sampler_steps=2", "sampler_steps=10", "steps=2", "steps=50", "steps=1000"]
+
+
+def test_missing_cells_are_grouped_with_their_seeds_in_suite_order():
+    from types import SimpleNamespace
+
+    cells = [SimpleNamespace(dataset=d, model=m, tag=t, seed=s, key=f"{d}{m}{t}{s}") for d, m, t, s in
+             [("toys", "pop", "default", 0), ("beauty", "diffrec", "steps=2", 0), ("toys", "pop", "default", 1), ("toys", "pop", "default", 2)]]
+    done = {"toyspopdefault1"}
+    assert report.missing_cells(cells, done) == {"toys / pop / default": [0, 2], "beauty / diffrec / steps=2": [0]}
+    assert report.missing_cells(cells, {c.key for c in cells}) == {}
+    assert report.missing_cells(None, done) is None
