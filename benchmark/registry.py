@@ -28,7 +28,10 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "sasrec-bce": ModelSpec(SASRec, SASRecConfig, {"loss": "bce"}, about="SASRec, BCE with one sampled negative (Kang & McAuley 2018)"),
+    # The BCE variant's width and learning rate are the beauty study's best trial, rounded (hidden
+    # 128, lr 6.8e-4, dropout 0.298); on toys validation they beat hidden 64 / lr 1e-3 too (NDCG@10
+    # 0.0330 against 0.0281, seed 0). SASRec-CE keeps the shared defaults.
+    "sasrec-bce": ModelSpec(SASRec, SASRecConfig, {"loss": "bce", "hidden": 128}, train={"lr": 7e-4}, about="SASRec, BCE with one sampled negative (Kang & McAuley 2018)"),
     "sasrec-ce": ModelSpec(SASRec, SASRecConfig, {"loss": "ce"}, about="SASRec, full softmax CE (Klenitskiy & Vasilev 2023)"),
     "pop": ModelSpec(Pop, PopConfig, about="Most popular training items, the same list for every user"),
     "svae": ModelSpec(SVAE, SVAEConfig, train={"lr": 3e-3}, about="SVAE: GRU encoder, per-step Gaussian latent, multinomial decoder (Sachdeva et al. 2019)"),

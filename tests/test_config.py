@@ -31,7 +31,9 @@ def test_configs_are_frozen():
 
 def test_registry_variants_and_unknown_model():
     _, cfg = build_model("sasrec-bce", n_items=5, max_len=4)
-    assert cfg["loss"] == "bce"
+    assert cfg["loss"] == "bce" and cfg["hidden"] == 128  # the variant's own defaults
+    _, cfg = build_model("sasrec-bce", {"hidden": 32}, n_items=5, max_len=4)
+    assert cfg["hidden"] == 32  # a caller's override wins over them
     with pytest.raises(KeyError, match="unknown model"):
         build_model("sasrec-xx", n_items=5, max_len=4)
 
