@@ -64,6 +64,14 @@ class SeqRecModel(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Schedules that depend on the epoch (KL annealing, pre-training phases) hook in here."""
 
+    def training_state(self) -> dict:
+        """State that training changes outside the parameters (tensors and plain data), which a
+        resumed run must restore to continue exactly (a loss-aware step sampler's history)."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restores what `training_state` returned."""
+
     def epoch_diagnostics(self, valid_inputs: torch.Tensor) -> dict[str, float]:
         """Model-specific numbers recorded per evaluation (active VAE units, discriminator accuracy)."""
         return {}

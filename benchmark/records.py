@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -60,6 +61,16 @@ def git_commit() -> str:
     if out.returncode:
         return "unknown"
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 of the Python sources of the three packages, read once like `git_commit`: a training
+    snapshot is resumed only by the code that wrote it (commits that add records leave it alone)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for package in ("benchmark", "diffrec", "baselines") for p in (PROJECT_ROOT / package).rglob("*.py")):
+        digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def cpu_model() -> str:

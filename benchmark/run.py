@@ -3,7 +3,9 @@
 Each cell (dataset x model x seed x setting) trains with early stopping on validation NDCG@10,
 is tested once, and writes one JSON record `OUT/runs/<cell key>.json` atomically. Cells whose
 record already exists for the same resolved cell are skipped, so an interrupted suite (kill -9
-included) resumes where it stopped and loses at most the cell in progress. Cells that differ only
+included) resumes where it stopped; the training in progress continues from its last evaluation,
+whose full state is kept in OUT/snapshots/ (git-ignored) until the cell's record is written, and
+ends exactly as an uninterrupted run would (same code and device required). Cells that differ only
 in how the trained model scores (an ablation over DiffRec's sampler, say) train once: the first
 keeps the model in OUT/checkpoints/ (git-ignored), the others load it. `--shard K/N` runs every N-th
 training still to run (its cells together), so N processes started together (or machines sharing
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 from benchmark import data as data_mod
 from benchmark.config import ConfigError, build_config, parse_assignments
 from benchmark.metrics import PROTOCOL
-from benchmark.records import PROJECT_ROOT, environment, git_commit, write_json_atomic
+from benchmark.records import PROJECT_ROOT, code_digest, environment, git_commit, write_json_atomic
 from benchmark.registry import MODELS, build_model, model_spec
 from benchmark.splits import Split, leave_one_out
 from benchmark.suite import MAIN_TAGS, Cell, Suite, load_suite_file, resolve_suite, suite_names
@@ -53,12 +55,19 @@ def load_data(cell: Cell, data_dir=None) -> tuple[data_mod.SequenceData, Split, 
     return ds, leave_one_out(ds, max_len, users=cell.data_options.get("users")), max_len
 
 
-def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool = True, on_eval=None, suite: str = "", checkpoints: Path | None = None) -> dict:
+def snapshot_path(out: Path, cell: Cell) -> Path:
+    return Path(out) / "snapshots" / f"{cell.training_key}.pt"
+
+
+def run_cell(
+    cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool = True, on_eval=None, suite: str = "", checkpoints: Path | None = None, snapshot: Path | None = None
+) -> dict:
     """Trains and tests one cell; returns its run record (not yet written).
 
     With a `checkpoints` folder the trained model is kept there under the cell's training key, or
     loaded from there when another cell of the same training made it first; then only the scoring
-    (with the cell's inference keys) runs."""
+    (with the cell's inference keys) runs. With a `snapshot` path the training writes its state
+    there after every evaluation and resumes from it (`benchmark.train.fit`)."""
     ds, split, max_len = load_data(cell, data_dir)
     tcfg = build_config(TrainConfig, cell.train_config, where="train")
     model, mcfg = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len, seed=cell.seed)
@@ -71,8 +80,17 @@ def run_cell(cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool =
         except Exception as exc:  # a checkpoint of another version, or damaged: say which file
             raise data_mod.DataError(f"{saved}: cannot load this checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to train again") from None
     else:
-        fitted = fit(model, split, tcfg, seed=cell.seed, device=device, progress=progress, on_eval=on_eval)
-        trained_on = {"device": env["device"], "git_commit": env["git_commit"], "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        found = snapshot is not None and snapshot.exists()
+        tag = {"training_key": cell.training_key, "code": code_digest(), "device": env["device"]}
+        fitted = fit(model, split, tcfg, seed=cell.seed, device=device, progress=progress, on_eval=on_eval, snapshot=snapshot, snapshot_tag=tag)
+        if found and not fitted.resumed_at:
+            print(f"{snapshot}: made by other code or on another device; trained from the start", flush=True)
+        trained_on = {
+            "device": env["device"],
+            "git_commit": env["git_commit"],
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resumed_at_epochs": fitted.resumed_at,  # an interrupted training continued from its snapshot
+        }
         if saved is not None:
             save_trained(model, fitted, saved, trained_on)
     if cell.inference:  # the same parameters, scored with the cell's sampler settings
@@ -194,7 +212,7 @@ def run_suite(
     With `claims` (a folder), processes sharing it take the trainings first come, first served:
     each claims a training before its first cell and skips those another process claimed."""
     out = Path(out)
-    git_commit()  # read now: the records name the code this process started with
+    git_commit(), code_digest()  # read now: the records and snapshots name the code this process started with
     shared = Counter(c.training_key for c in suite.cells)  # before `only`: `--only main` keeps for the ablations
     cells = [c for c in suite.cells if only is None or (c.tag in MAIN_TAGS) == (only == "main")]
     for path in remove_stale_temps(out):
@@ -226,8 +244,10 @@ def run_suite(
                 continue
         t0 = time.perf_counter()
         checkpoints = out / "checkpoints" if shared[cell.training_key] > 1 else None
-        record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite.name, checkpoints=checkpoints)
+        snapshot = snapshot_path(out, cell)
+        record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite.name, checkpoints=checkpoints, snapshot=snapshot)
         written.append(write_json_atomic(record_path(out, cell), record))
+        snapshot.unlink(missing_ok=True)
         m = record["metrics"]
         tqdm.write(
             f"{cell.dataset:8s} {cell.model:12s} s{cell.seed} [{cell.tag}] test NDCG@10 {m['test']['NDCG@10']:.4f} "

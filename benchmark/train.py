@@ -2,8 +2,9 @@
 
 - Adam (or the model's own optimizers), length-bucketed batches cut to their longest sequence.
 - Validation every `eval_every` epochs; early stopping on validation NDCG@10 (unmasked) with a
-  patience counted in evaluations; the best checkpoint is written with `torch.save` and restored
-  with `torch.load(weights_only=True)` before the single test evaluation.
+  patience counted in evaluations; the best checkpoint is kept and restored before the single test
+  evaluation. Optionally, a snapshot of the whole training state after each evaluation (loaded
+  with `torch.load(weights_only=True)`) lets an interrupted run resume exactly.
 - Seeds for Python, numpy and torch; evaluation of stochastic models draws from a generator
   seeded from the run seed, so a record is reproducible.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +111,7 @@ class FitResult:
     epoch_seconds: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     stopped: str = ""
+    resumed_at: list[int] = field(default_factory=list)  # epochs after which an interrupted run was resumed
 
 
 def save_trained(model: SeqRecModel, fitted: FitResult, path: str | Path, about: dict | None = None) -> Path:
@@ -130,11 +131,49 @@ def load_trained(model: SeqRecModel, path: str | Path, device="cpu") -> tuple[Fi
     return FitResult(**state["fit"]), state["about"]
 
 
-def fit(model: SeqRecModel, split: Split, cfg: TrainConfig, *, seed: int, device="cpu", progress: bool = True, on_eval=None) -> FitResult:
+def _snapshot(model: SeqRecModel, optimizers, rng: np.random.Generator, result: FitResult, best: float, best_state: dict | None, evals_without_gain: int, elapsed: float, tag: dict) -> dict:
+    """Everything `fit` needs to continue a run exactly where it evaluated last (training draws only
+    from torch's generators and `rng`)."""
+    return {
+        "tag": tag,
+        "model": model.state_dict(),
+        "model_training_state": model.training_state(),
+        "optimizers": [o.state_dict() for o in optimizers],
+        "best": best,
+        "best_state": best_state,
+        "evals_without_gain": evals_without_gain,
+        "elapsed": elapsed,
+        "fit": dataclasses.asdict(result),
+        "rng": {"batches": rng.bit_generator.state, "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+
+
+def _restore(state: dict, model: SeqRecModel, optimizers, rng: np.random.Generator, device) -> tuple[FitResult, float, dict | None, int, float]:
+    model.load_state_dict(state["model"])
+    model.load_training_state(state["model_training_state"])
+    for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+        opt.load_state_dict(opt_state)
+    rng.bit_generator.state = state["rng"]["batches"]
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    if state["rng"]["cuda"] and str(device).startswith("cuda"):
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+    return FitResult(**state["fit"]), state["best"], state["best_state"], state["evals_without_gain"], state["elapsed"]
+
+
+def fit(
+    model: SeqRecModel, split: Split, cfg: TrainConfig, *, seed: int, device="cpu", progress: bool = True, on_eval=None, snapshot: Path | None = None, snapshot_tag: dict | None = None
+) -> FitResult:
     """Trains `model` with early stopping and leaves the best validation checkpoint loaded.
 
     `on_eval(epoch, valid_ndcg10)` is called after each evaluation (tuning prunes through it; it
-    may raise to stop the run)."""
+    may raise to stop the run).
+
+    With `snapshot` (a file path), the whole training state (parameters, optimizers, the best
+    checkpoint, early-stopping counters, random generators) is written there atomically after every
+    evaluation, and a snapshot found there at the start is resumed from: a run interrupted at any
+    point continues from its last evaluation and ends exactly as it would have without the
+    interruption. A snapshot whose `snapshot_tag` (plain data naming the run and the code) differs
+    is ignored. The caller deletes the file once it has what it needs."""
     seed_everything(seed)
     model.to(device)
     model.fit_statistics(list(split.train_sequences))
@@ -144,51 +183,62 @@ def fit(model: SeqRecModel, split: Split, cfg: TrainConfig, *, seed: int, device
         return result
     optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay)
     rng = np.random.default_rng(seed)
-    best, evals_without_gain = -1.0, 0
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "best.pt"
-        bar = tqdm(range(1, cfg.epochs + 1), desc="epochs", leave=False, disable=not progress)
-        start = time.perf_counter()
-        for epoch in bar:
-            model.train()
-            model.on_epoch_start(epoch)
-            t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            n = 0
-            for batch in train_batches(split, cfg.batch_size, rng, cfg.bucket):
-                logs = model.training_step(batch.to(device), optimizers)
-                for key, value in logs.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                n += 1
-            if not math.isfinite(sums.get("loss", 0.0)):
-                raise FloatingPointError(f"training loss became {sums['loss']} at epoch {epoch}")
-            result.epoch_seconds.append(time.perf_counter() - t0)
-            result.epochs_run = epoch
-            out_of_time = cfg.time_budget_s and time.perf_counter() - start > cfg.time_budget_s
-            if epoch % cfg.eval_every and epoch != cfg.epochs and not out_of_time:
-                continue
-            ev = evaluate(model, split.valid, batch_size=cfg.eval_batch_size, seed=seed, device=device)
-            score = ev["metrics"][SELECTION_METRIC]
-            point = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}, "valid": ev["metrics"], "eval_seconds": ev["seconds"]}
-            point.update(model.epoch_diagnostics(split.valid.inputs.to(device)))
-            result.curve.append(point)
-            bar.set_postfix(loss=f"{point.get('loss', 0):.4f}", ndcg10=f"{score:.4f}")
-            if score > best:
-                best, evals_without_gain, result.best_epoch = score, 0, epoch
-                torch.save(model.state_dict(), ckpt)
-            else:
-                evals_without_gain += 1
-            if on_eval is not None:
-                on_eval(epoch, score)
-            if evals_without_gain >= cfg.patience:
-                result.stopped = f"patience ({cfg.patience} evaluations without gain)"
-                break
-            if out_of_time:
-                result.stopped = f"time budget {cfg.time_budget_s:g}s"
-                break
+    best, best_state, evals_without_gain, elapsed = -1.0, None, 0, 0.0
+    tag = snapshot_tag or {}
+    if snapshot is not None and Path(snapshot).exists():
+        try:
+            state = torch.load(snapshot, weights_only=True, map_location=device)
+        except Exception as exc:  # written atomically, so this is another format or a damaged disk
+            raise RuntimeError(f"{snapshot}: cannot load this training snapshot ({type(exc).__name__}: {str(exc)[:200]}); delete it to train from the start") from None
+        if state["tag"] == tag:
+            result, best, best_state, evals_without_gain, elapsed = _restore(state, model, optimizers, rng, device)
+            result.resumed_at.append(result.epochs_run)
+    epochs = range(0) if result.stopped else range(result.epochs_run + 1, cfg.epochs + 1)  # a resumed run may be over
+    bar = tqdm(epochs, desc="epochs", leave=False, disable=not progress)
+    start = time.perf_counter() - elapsed
+    for epoch in bar:
+        model.train()
+        model.on_epoch_start(epoch)
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in train_batches(split, cfg.batch_size, rng, cfg.bucket):
+            logs = model.training_step(batch.to(device), optimizers)
+            for key, value in logs.items():
+                sums[key] = sums.get(key, 0.0) + value
+            n += 1
+        if not math.isfinite(sums.get("loss", 0.0)):
+            raise FloatingPointError(f"training loss became {sums['loss']} at epoch {epoch}")
+        result.epoch_seconds.append(time.perf_counter() - t0)
+        result.epochs_run = epoch
+        out_of_time = cfg.time_budget_s and time.perf_counter() - start > cfg.time_budget_s
+        if epoch % cfg.eval_every and epoch != cfg.epochs and not out_of_time:
+            continue
+        ev = evaluate(model, split.valid, batch_size=cfg.eval_batch_size, seed=seed, device=device)
+        score = ev["metrics"][SELECTION_METRIC]
+        point = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}, "valid": ev["metrics"], "eval_seconds": ev["seconds"]}
+        point.update(model.epoch_diagnostics(split.valid.inputs.to(device)))
+        result.curve.append(point)
+        bar.set_postfix(loss=f"{point.get('loss', 0):.4f}", ndcg10=f"{score:.4f}")
+        if score > best:
+            best, evals_without_gain, result.best_epoch = score, 0, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
+            evals_without_gain += 1
+        if evals_without_gain >= cfg.patience:
+            result.stopped = f"patience ({cfg.patience} evaluations without gain)"
+        elif out_of_time:
+            result.stopped = f"time budget {cfg.time_budget_s:g}s"
+        elif epoch == cfg.epochs:
             result.stopped = "epoch budget"
         result.train_seconds = time.perf_counter() - start
-        if ckpt.exists():
-            model.load_state_dict(torch.load(ckpt, weights_only=True, map_location=device))
+        if snapshot is not None:
+            with atomic_path(snapshot) as tmp:
+                torch.save(_snapshot(model, optimizers, rng, result, best, best_state, evals_without_gain, result.train_seconds, tag), tmp)
+        if on_eval is not None:
+            on_eval(epoch, score)
+        if result.stopped:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return result

@@ -282,6 +282,12 @@ class DiffRec(SeqRecModel):
         alone): then inference encodes it once per user and each step runs the slot tokens only."""
         return self.cfg.noise == "target" and self.cfg.step_tokens == "slot"
 
+    def training_state(self) -> dict:
+        return {"step_sampler": self.step_sampler.state_dict()}
+
+    def load_training_state(self, state: dict) -> None:
+        self.step_sampler.load_state_dict(state["step_sampler"])
+
     @torch.no_grad()
     def epoch_diagnostics(self, valid_inputs: torch.Tensor) -> dict[str, float]:
         """Relative scales of the inputs (a step embedding that dwarfs the items drowns the history)."""

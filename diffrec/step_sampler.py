@@ -35,6 +35,14 @@ class UniformStepSampler:
     def update(self, n: torch.Tensor, losses: torch.Tensor) -> None:
         """Records the per-sequence losses of the steps n (only loss-aware samplers use them)."""
 
+    def state_dict(self) -> dict:
+        """What training has changed (a resumed run restores it); nothing for the uniform sampler."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            getattr(self, name).copy_(value)
+
 
 class LossAwareStepSampler(UniformStepSampler):
     def __init__(self, steps: int, history: int = 10, uniform_prob: float = 0.001):
@@ -52,6 +60,9 @@ class LossAwareStepSampler(UniformStepSampler):
         w = self.history.pow(2).mean(1).sqrt()
         w = w / w.sum()
         return ((1 - self.uniform_prob) * w + self.uniform_prob / self.steps).to(torch.float32)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history.clone(), "counts": self.counts.clone()}
 
     def update(self, n: torch.Tensor, losses: torch.Tensor) -> None:
         size = self.history.shape[1]

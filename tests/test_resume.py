@@ -66,6 +66,32 @@ def test_kill_9_then_restart_finishes_every_cell_exactly_once(tmp_path):
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_kill_9_during_training_resumes_from_the_snapshot_with_the_same_result(tmp_path):
+    write_sequences(tmp_path / "chain.txt", chain_dataset(users=300))
+    (tmp_path / "one.toml").write_text(
+        'datasets = [{file = "chain.txt", format = "sequences"}]\nmodels = ["sasrec-ce"]\nseeds = [0]\n'
+        "[train]\nepochs = 40\neval_every = 2\npatience = 40\nbatch_size = 32\n[model.all]\nhidden = 16\n"
+    )
+    args = ["--suite", str(tmp_path / "one.toml"), "--no-progress", "--no-report"]
+    straight = subprocess.run(run_command(*args, "--out", str(tmp_path / "a")), cwd=PROJECT_ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+
+    out = tmp_path / "b"
+    proc = subprocess.Popen(run_command(*args, "--out", str(out)), cwd=PROJECT_ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((out / "snapshots").glob("*.pt")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not list((out / "runs").glob("*.json")), "the kill must land mid-training"
+    done = subprocess.run(run_command(*args, "--out", str(out)), cwd=PROJECT_ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (a,), (b,) = (list(map(json.loads, map(Path.read_text, (folder / "runs").glob("*.json")))) for folder in (tmp_path / "a", out))
+    assert a["training"]["resumed_at_epochs"] == [] and b["training"]["resumed_at_epochs"][0] in range(2, 40, 2)
+    assert b["metrics"] == a["metrics"] and b["best_epoch"] == a["best_epoch"] and b["per_user"] == a["per_user"]
+    assert not list((out / "snapshots").glob("*"))  # removed once the record was written
+
+
 def test_existing_records_are_skipped_only_for_the_same_resolved_cell(tmp_path):
     write_sequences(tmp_path / "chain.txt", chain_dataset(n_items=10, users=40))
     raw = {"models": ["sasrec-ce"], "train": {"epochs": 1}, "model": {"all": {"hidden": 8}}}

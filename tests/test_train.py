@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from benchmark.registry import build_model
@@ -47,3 +48,62 @@ def test_evaluate_reports_masked_and_unmasked_from_the_same_scores():
     ev = evaluate(model, split.test, batch_size=7)
     assert (ev["ranks_masked"] <= ev["ranks"]).all()
     assert set(ev["metrics"]) == set(ev["metrics_masked"]) == {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("sasrec-ce", {}),
+        ("diffrec", {"step_sampling": "importance", "steps": 4}),  # the sampler's loss history must survive
+        ("mfgan", {"pretrain_epochs": 2}),  # the interruption falls on the switch to adversarial training
+        ("svae", {}),
+    ],
+)
+def test_an_interrupted_training_resumes_from_its_snapshot_and_ends_the_same(tmp_path, name, overrides):
+    torch.set_num_threads(1)
+    split = leave_one_out(chain_dataset(users=80))
+    cfg = TrainConfig(epochs=5, eval_every=1, patience=10, batch_size=16, lr=3e-3)
+
+    def trained(snapshot=None, stop_at=None):
+        model, _ = build_model(name, {"hidden": 8, **overrides}, n_items=split.n_items, max_len=split.max_len, seed=1)
+
+        def on_eval(epoch, _):
+            if epoch == stop_at:
+                raise Interrupted
+
+        try:
+            fitted = fit(model, split, cfg, seed=1, progress=False, on_eval=on_eval, snapshot=snapshot, snapshot_tag={"run": "t"})
+        except Interrupted:
+            return None, model
+        return fitted, model
+
+    straight, model_a = trained()
+    snap = tmp_path / "snap.pt"
+    assert trained(snap, stop_at=2)[0] is None and snap.exists()  # killed after epoch 2's evaluation
+    resumed, model_b = trained(snap)
+    assert resumed.resumed_at == [2] and straight.resumed_at == []
+    drop = lambda curve: [{k: v for k, v in p.items() if k != "eval_seconds"} for p in curve]  # noqa: E731
+    assert drop(resumed.curve) == drop(straight.curve) and len(resumed.epoch_seconds) == 5
+    assert (resumed.best_epoch, resumed.epochs_run, resumed.stopped) == (straight.best_epoch, straight.epochs_run, straight.stopped)
+    for key, value in model_a.state_dict().items():
+        torch.testing.assert_close(model_b.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_a_snapshot_with_another_tag_is_ignored_and_a_finished_one_trains_no_more(tmp_path):
+    split = leave_one_out(chain_dataset(users=60))
+    cfg = TrainConfig(epochs=3, eval_every=1, patience=10, batch_size=16)
+    snap = tmp_path / "snap.pt"
+    model, _ = build_model("sasrec-ce", {"hidden": 8}, n_items=split.n_items, max_len=split.max_len, seed=0)
+    first = fit(model, split, cfg, seed=0, progress=False, snapshot=snap, snapshot_tag={"code": "a"})
+    assert first.stopped == "epoch budget" and snap.exists()
+    again = fit(model, split, cfg, seed=0, progress=False, snapshot=snap, snapshot_tag={"code": "a"})
+    assert again.resumed_at == [3] and again.epoch_seconds == first.epoch_seconds  # nothing retrained
+    other = fit(model, split, cfg, seed=0, progress=False, snapshot=snap, snapshot_tag={"code": "b"})
+    assert other.resumed_at == [] and other.epoch_seconds != first.epoch_seconds  # trained from the start
+    snap.write_bytes(b"damaged")
+    with pytest.raises(RuntimeError, match="snap.pt: cannot load this training snapshot"):
+        fit(model, split, cfg, seed=0, progress=False, snapshot=snap)
