@@ -1,6 +1,7 @@
 """Run records: one JSON file per run, written atomically, with everything needed to trust it."""
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -63,13 +64,56 @@ def git_commit() -> str:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+CODE_PACKAGES = ("benchmark", "diffrec", "baselines")
+
+
+def _load_time_imports(tree: ast.Module) -> Iterator[str]:
+    """Names a module imports while it loads: its top-level imports, also those in class bodies and
+    `if`/`try`/`with` blocks, not those inside functions (they run later, if ever). `from P import
+    N` yields P and P.N (N may be a submodule)."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def module_closure(entry: str, root: Path = PROJECT_ROOT, packages: tuple[str, ...] = CODE_PACKAGES) -> list[Path]:
+    """The source files of module `entry` and of every module of `packages` (under `root`) that it
+    imports while loading, transitively, with the packages' `__init__.py` files (sorted)."""
+    found: dict[str, Path | None] = {}
+    todo = [entry]
+    while todo:
+        parts = todo.pop().split(".")
+        if parts[0] not in packages:
+            continue
+        for i in range(1, len(parts) + 1):  # a module's packages load before it
+            name = ".".join(parts[:i])
+            if name in found:
+                continue
+            base = root.joinpath(*name.split("."))
+            found[name] = next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+            if found[name] is not None:
+                todo.extend(_load_time_imports(ast.parse(found[name].read_bytes(), filename=str(found[name]))))
+    return sorted(p for p in found.values() if p is not None)
+
+
 @functools.cache
-def code_digest() -> str:
-    """sha256 of the Python sources of the three packages, read once like `git_commit`: a training
-    snapshot is resumed only by the code that wrote it (commits that add records leave it alone)."""
+def code_digest(entry: str = "benchmark.run", root: Path = PROJECT_ROOT, packages: tuple[str, ...] = CODE_PACKAGES) -> str:
+    """sha256 of the code a suite run trains and scores with: the sources of `entry` and of the
+    modules it loads with it (`module_closure`), read once like `git_commit`. A training snapshot is
+    resumed only by the code that wrote it; edits elsewhere (the report, tuning and profiling modules
+    that a run imports only when it needs them, docs, records) leave snapshots valid."""
     digest = hashlib.sha256()
-    for path in sorted(p for package in ("benchmark", "diffrec", "baselines") for p in (PROJECT_ROOT / package).rglob("*.py")):
-        digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in module_closure(entry, root, packages):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -1,4 +1,5 @@
-"""Reports from run records only: `python -m benchmark.report [--out results] [--suite NAME ...]`.
+"""Reports from run records only: `python -m benchmark.report [--out results] [--suite NAME ...]`
+(or `--compare GLOB_A GLOB_B`: one paired comparison of two sets of records, printed).
 
 For each suite found in OUT/runs/ it writes
 - OUT/tables/<suite>.md and <suite>.tex: the paper's layout (datasets as column groups; HR and NDCG
@@ -20,6 +21,7 @@ correction over all comparisons of one table, alpha 0.05.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -130,6 +132,12 @@ def main_frame(frame: pd.DataFrame) -> pd.DataFrame:
     tuned = set(map(tuple, main.loc[main.tag == "tuned", ["dataset", "model"]].values))
     keep = [t == "tuned" or (d, m) not in tuned for d, m, t in main[["dataset", "model", "tag"]].values]
     return main[keep]
+
+
+def noise_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ablation rows that set the noising and at most how the model scores."""
+    scoring = set(MODELS[SUBJECT].inference)
+    return frame[frame.tag.map(lambda t: "noise" in tag_keys(t) and tag_keys(t) <= {"noise"} | scoring)]
 
 
 def model_order(models) -> list[str]:
@@ -364,8 +372,7 @@ def figure_steps(frame: pd.DataFrame, folder: Path) -> list[Path]:
 def figure_noise(frame: pd.DataFrame, folder: Path) -> list[Path]:
     """Target-only vs whole-sequence noising (the points that set the noise and at most the
     sampler): test NDCG@10 and HR@10 (unmasked), labelled with the sampler that scored them."""
-    scoring = set(MODELS["diffrec"].inference)
-    part = frame[frame.tag.map(lambda t: "noise" in tag_keys(t) and tag_keys(t) <= {"noise"} | scoring)]
+    part = noise_points(frame)
     if part.empty or part["cfg.noise"].nunique() < 2:
         return []
     part = part.assign(noising=part["cfg.noise"] + " (" + part["cfg.sampler"] + ")")
@@ -449,6 +456,11 @@ ABLATION_NOTE = (
 )
 
 
+def seed_mean_per_user(records: list[dict], indices, ranks: str = "test_ranks") -> np.ndarray:
+    """Per-user NDCG@10 of the records at `indices` (one run per seed), averaged over them."""
+    return np.mean([per_user_metrics(records[i]["per_user"][ranks])["NDCG@10"] for i in indices], axis=0)
+
+
 def ablation_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
     """One row per ablation setting, with its main-table cell on the same seeds beside it: that
     cell's NDCG@10 and the Wilcoxon p-value of the per-user NDCG@10 (seed-averaged), uncorrected."""
@@ -457,9 +469,6 @@ def ablation_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
         return ""
     main = frame[frame.tag.isin(MAIN_TAGS)]
     cols = {"test/NDCG@10": "NDCG@10", "test/HR@10": "HR@10", "test_masked/NDCG@10": "masked NDCG@10", "test_masked/HR@10": "masked HR@10"}
-
-    def per_user(rows: pd.DataFrame) -> np.ndarray:
-        return np.mean([per_user_metrics(records[i]["per_user"]["test_ranks"])["NDCG@10"] for i in rows.i], axis=0)
 
     rows = []
     for (dataset, model, tag), g in part.groupby(["dataset", "model", "tag"], sort=True):
@@ -471,13 +480,43 @@ def ablation_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
         if seeds:
             mine, theirs = g[g.seed.isin(seeds)], base[base.seed.isin(seeds)]
             row["main NDCG@10 (same seeds)"] = f"{theirs['test/NDCG@10'].mean():.4f}"
-            row["p vs main"] = f"{paired_pvalue(per_user(mine), per_user(theirs)):.2g}"
+            row["p vs main"] = f"{paired_pvalue(seed_mean_per_user(records, mine.i), seed_mean_per_user(records, theirs.i)):.2g}"
         else:
             row["main NDCG@10 (same seeds)"] = row["p vs main"] = "–"
         row["test s / 1k users"] = f"{(g.eval_seconds_test / g.users).mean() * 1000:.3f}"
         rows.append(row)
     rows.sort(key=lambda r: (r["dataset"], r["model"], natural_key(r["setting"])))
     return pd.DataFrame(rows).to_markdown(index=False)
+
+
+NOISE_NOTE = (
+    "Both noisings scored with the same sampler, on the seeds both have; p: two-sided Wilcoxon signed-rank over per-user "
+    "test NDCG@10 (each user's value averaged over those seeds), unmasked and history-masked."
+)
+
+
+def noise_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
+    """Target-only against whole-sequence noising: one row per dataset, model and scoring setting
+    that has both points, on their common seeds, with paired tests."""
+    part = noise_points(frame)
+    if part.empty:
+        return ""
+    part = part.assign(scored=part.tag.map(lambda t: ",".join(p for p in t.split(",") if not p.startswith("noise=")) or "as trained"))
+    rows = []
+    for (dataset, model, scored), g in part.groupby(["dataset", "model", "scored"], sort=True):
+        target, sequence = g[g["cfg.noise"] == "target"], g[g["cfg.noise"] == "sequence"]
+        seeds = sorted(set(target.seed) & set(sequence.seed))
+        if not seeds:
+            continue
+        target, sequence = target[target.seed.isin(seeds)], sequence[sequence.seed.isin(seeds)]
+        row = {"dataset": dataset, "model": model, "scored with": scored, "seeds": len(seeds)}
+        for split, label in (("test", ""), ("test_masked", "masked ")):
+            ranks = "test_ranks" + split[len("test") :]
+            row[f"{label}target NDCG@10"] = mean_std(target[f"{split}/NDCG@10"].mean(), target[f"{split}/NDCG@10"].std(), len(seeds))
+            row[f"{label}sequence NDCG@10"] = mean_std(sequence[f"{split}/NDCG@10"].mean(), sequence[f"{split}/NDCG@10"].std(), len(seeds))
+            row[f"{label}p"] = f"{paired_pvalue(seed_mean_per_user(records, sequence.i, ranks), seed_mean_per_user(records, target.i, ranks)):.2g}"
+        rows.append(row)
+    return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
 
 
 def natural_key(text: str) -> list:
@@ -551,7 +590,9 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
             summary["tables"].append(write_text(tables / f"{suite}_significance.csv", sig.to_csv(index=False)))
     ablations = ablation_markdown(frame, records)
     if ablations:
-        summary["tables"].append(write_text(tables / f"{suite}_ablations.md", f"# Suite `{suite}`: ablation cells (test metrics, mean ± std over seeds)\n\n{ABLATION_NOTE}\n\n{ablations}\n"))
+        noise = noise_markdown(frame, records)
+        noise = f"\n## Target-only against whole-sequence noising\n\n{NOISE_NOTE}\n\n{noise}\n" if noise else ""
+        summary["tables"].append(write_text(tables / f"{suite}_ablations.md", f"# Suite `{suite}`: ablation cells (test metrics, mean ± std over seeds)\n\n{ABLATION_NOTE}\n\n{ablations}\n{noise}"))
     if draw:
         summary["figures"] = figure_steps(frame, figures) + figure_noise(frame, figures) + figure_cost(frame, figures)
         if not main.empty:
@@ -594,6 +635,40 @@ def readme(summaries: list[dict], out: Path) -> str:
     return "\n".join(lines)
 
 
+def compare(out: str | Path, pattern_a: str, pattern_b: str) -> str:
+    """A paired comparison of two sets of run records, named by file-name globs under OUT/runs/
+    (one record per seed each): test NDCG@10 and the Wilcoxon p over users, unmasked and masked,
+    seed by seed and averaged over the seeds both have (as the tables do). Raises ValueError."""
+    sides = []
+    for pattern in (pattern_a, pattern_b):
+        by_seed: dict[int, dict] = {}
+        for path in sorted((Path(out) / "runs").glob(pattern)):
+            if path.suffix != ".json":
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: not a JSON run record ({exc})") from None
+            if record["seed"] in by_seed:
+                raise ValueError(f"{pattern!r} matches two records of seed {record['seed']}: {by_seed[record['seed']]['key']} and {record['key']}; narrow it")
+            by_seed[record["seed"]] = record
+        if not by_seed:
+            raise ValueError(f"{pattern!r} matches no run record in {Path(out) / 'runs'}")
+        sides.append(by_seed)
+    seeds = sorted(set(sides[0]) & set(sides[1]))
+    if not seeds:
+        raise ValueError(f"no seed in common: {pattern_a!r} has {sorted(sides[0])}, {pattern_b!r} has {sorted(sides[1])}")
+    rows = []
+    for label, group in [(str(seed), [seed]) for seed in seeds] + ([(f"mean of {len(seeds)}", seeds)] if len(seeds) > 1 else []):
+        row = {"seed": label}
+        for ranks, name in (("test_ranks", ""), ("test_ranks_masked", "masked ")):
+            a, b = (np.mean([per_user_metrics(side[seed]["per_user"][ranks])["NDCG@10"] for seed in group], axis=0) for side in sides)
+            row.update({f"{name}A NDCG@10": f"{a.mean():.4f}", f"{name}B NDCG@10": f"{b.mean():.4f}", f"{name}p": f"{paired_pvalue(a, b):.2g}"})
+        rows.append(row)
+    names = "\n".join(f"{side}: " + ", ".join(r["key"] for r in records.values()) for side, records in zip("AB", sides))
+    return f"{names}\n\n{pd.DataFrame(rows).to_markdown(index=False)}"
+
+
 def write_report(out: str | Path, suites: list[str] | None = None) -> list[Path]:
     """Tables and figures of `suites` (default: every suite with records) and OUT/README.md."""
     out = Path(out)
@@ -612,7 +687,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(PROJECT_ROOT / "results"), help="results folder holding runs/ (default: results/)")
     p.add_argument("--suite", nargs="+", help="only these suites' tables and figures (default: all with records)")
+    p.add_argument("--compare", nargs=2, metavar=("GLOB_A", "GLOB_B"), help="instead of the report, compare two sets of records, e.g. 'beauty__diffrec__tuned__s*' 'beauty__sasrec-ce__tuned__s*'")
     args = p.parse_args(argv)
+    if args.compare:
+        try:
+            print(compare(args.out, *args.compare))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     paths = write_report(args.out, args.suite)
     if not paths:
         print(f"error: no run records under {Path(args.out) / 'runs'}", file=sys.stderr)

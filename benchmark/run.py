@@ -5,7 +5,7 @@ is tested once, and writes one JSON record `OUT/runs/<cell key>.json` atomically
 record already exists for the same resolved cell are skipped, so an interrupted suite (kill -9
 included) resumes where it stopped; the training in progress continues from its last evaluation,
 whose full state is kept in OUT/snapshots/ (git-ignored) until the cell's record is written, and
-ends exactly as an uninterrupted run would (same code and device required). Cells that differ only
+ends exactly as an uninterrupted run would (same device and training code: `records.code_digest`). Cells that differ only
 in how the trained model scores (an ablation over DiffRec's sampler, say) train once: the first
 keeps the model in OUT/checkpoints/ (git-ignored), the others load it. `--shard K/N` runs every N-th
 training still to run (its cells together), so N processes started together (or machines sharing

@@ -131,7 +131,7 @@ def load_trained(model: SeqRecModel, path: str | Path, device="cpu") -> tuple[Fi
     return FitResult(**state["fit"]), state["about"]
 
 
-def _snapshot(model: SeqRecModel, optimizers, rng: np.random.Generator, result: FitResult, best: float, best_state: dict | None, evals_without_gain: int, elapsed: float, tag: dict) -> dict:
+def _snapshot(model: SeqRecModel, optimizers, rng: np.random.Generator, result: FitResult, best: float, best_state: dict | None, evals_without_gain: int, tag: dict) -> dict:
     """Everything `fit` needs to continue a run exactly where it evaluated last (training draws only
     from torch's generators and `rng`)."""
     return {
@@ -142,13 +142,12 @@ def _snapshot(model: SeqRecModel, optimizers, rng: np.random.Generator, result: 
         "best": best,
         "best_state": best_state,
         "evals_without_gain": evals_without_gain,
-        "elapsed": elapsed,
         "fit": dataclasses.asdict(result),
         "rng": {"batches": rng.bit_generator.state, "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
 
 
-def _restore(state: dict, model: SeqRecModel, optimizers, rng: np.random.Generator, device) -> tuple[FitResult, float, dict | None, int, float]:
+def _restore(state: dict, model: SeqRecModel, optimizers, rng: np.random.Generator, device) -> tuple[FitResult, float, dict | None, int]:
     model.load_state_dict(state["model"])
     model.load_training_state(state["model_training_state"])
     for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
@@ -157,7 +156,7 @@ def _restore(state: dict, model: SeqRecModel, optimizers, rng: np.random.Generat
     torch.set_rng_state(state["rng"]["torch"].cpu())
     if state["rng"]["cuda"] and str(device).startswith("cuda"):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-    return FitResult(**state["fit"]), state["best"], state["best_state"], state["evals_without_gain"], state["elapsed"]
+    return FitResult(**state["fit"]), state["best"], state["best_state"], state["evals_without_gain"]
 
 
 def fit(
@@ -183,7 +182,7 @@ def fit(
         return result
     optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay)
     rng = np.random.default_rng(seed)
-    best, best_state, evals_without_gain, elapsed = -1.0, None, 0, 0.0
+    best, best_state, evals_without_gain = -1.0, None, 0
     tag = snapshot_tag or {}
     if snapshot is not None and Path(snapshot).exists():
         try:
@@ -191,11 +190,11 @@ def fit(
         except Exception as exc:  # written atomically, so this is another format or a damaged disk
             raise RuntimeError(f"{snapshot}: cannot load this training snapshot ({type(exc).__name__}: {str(exc)[:200]}); delete it to train from the start") from None
         if state["tag"] == tag:
-            result, best, best_state, evals_without_gain, elapsed = _restore(state, model, optimizers, rng, device)
+            result, best, best_state, evals_without_gain = _restore(state, model, optimizers, rng, device)
             result.resumed_at.append(result.epochs_run)
     epochs = range(0) if result.stopped else range(result.epochs_run + 1, cfg.epochs + 1)  # a resumed run may be over
     bar = tqdm(epochs, desc="epochs", leave=False, disable=not progress)
-    start = time.perf_counter() - elapsed
+    start = time.perf_counter() - result.train_seconds  # a resumed run counts the time already spent
     for epoch in bar:
         model.train()
         model.on_epoch_start(epoch)
@@ -234,7 +233,7 @@ def fit(
         result.train_seconds = time.perf_counter() - start
         if snapshot is not None:
             with atomic_path(snapshot) as tmp:
-                torch.save(_snapshot(model, optimizers, rng, result, best, best_state, evals_without_gain, result.train_seconds, tag), tmp)
+                torch.save(_snapshot(model, optimizers, rng, result, best, best_state, evals_without_gain, tag), tmp)
         if on_eval is not None:
             on_eval(epoch, score)
         if result.stopped:

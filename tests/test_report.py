@@ -71,7 +71,7 @@ def results(tmp_path):
         for sampler in ("ancestral", "strided"):
             records.append(fake_record("good", "diffrec", 0, base // (2 if sampler == "strided" else 3), tag=f"steps={steps},sampler={sampler}", config={"steps": steps, "sampler": sampler, "sampler_steps": 5, "samples": 2}, eval_seconds=steps / 10))
     for noise in ("target", "sequence"):
-        records.append(fake_record("good", "diffrec", 0, base // 2, tag=f"noise={noise},sampler=strided", config={"noise": noise, "sampler": "strided"}))
+        records.append(fake_record("good", "diffrec", 0, base // 2 + (3 if noise == "sequence" else 0), tag=f"noise={noise},sampler=strided", config={"noise": noise, "sampler": "strided"}))
     records.append(fake_record("good", "sasrec-ce", 0, base, suite="smoke"))
     for r in records:
         write_json_atomic(tmp_path / "runs" / f"{r['key']}.json", r)
@@ -123,6 +123,14 @@ def test_figures_and_readme(results):
     p = report.paired_pvalue(per_user["noise=sequence,sampler=strided"], per_user["default"])
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert f"{recs['default']['metrics']['test']['NDCG@10']:.4f}" in cells and f"{p:.2g}" in cells and p < 0.05
+    # target against sequence noising: the pair side by side, tested against each other
+    noise = ablations[ablations.index("## Target-only against whole-sequence noising") :]
+    (row,) = [line for line in noise.splitlines() if line.startswith("| good")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    target, sequence = (per_user_metrics(recs[f"noise={n},sampler=strided"]["per_user"]["test_ranks"])["NDCG@10"] for n in ("target", "sequence"))
+    p = report.paired_pvalue(sequence, target)
+    assert cells[:4] == ["good", "diffrec", "sampler=strided", "1"] and p < 0.05
+    assert cells[4:7] == [f"{target.mean():.4f}", f"{sequence.mean():.4f}", f"{p:.2g}"]
     first = {p: p.read_bytes() for p in figures.iterdir()}
     report.write_report(results)
     assert {p: p.read_bytes() for p in figures.iterdir()} == first  # regenerating changes nothing
@@ -176,3 +184,21 @@ def test_missing_cells_are_grouped_with_their_seeds_in_suite_order():
     assert report.missing_cells(cells, done) == {"toys / pop / default": [0, 2], "beauty / diffrec / steps=2": [0]}
     assert report.missing_cells(cells, {c.key for c in cells}) == {}
     assert report.missing_cells(None, done) is None
+
+
+def test_compare_two_sets_of_records_seed_by_seed_and_averaged(results, capsys):
+    text = report.compare(results, "good__diffrec__default__s*", "good__sasrec-ce__default__s*")
+    recs = [{r["seed"]: r for r in (json.loads(p.read_text()) for p in sorted((results / "runs").glob(f"good__{m}__default__s*")))} for m in ("diffrec", "sasrec-ce")]
+    a, b = (np.mean([per_user_metrics(side[s]["per_user"]["test_ranks"])["NDCG@10"] for s in range(3)], axis=0) for side in recs)
+    (mean_row,) = [line for line in text.splitlines() if "mean of 3" in line]
+    cells = [c.strip() for c in mean_row.strip("|").split("|")]
+    assert cells[1:4] == [f"{a.mean():.4f}", f"{b.mean():.4f}", f"{report.paired_pvalue(a, b):.2g}"]
+    assert sum(line.startswith("| 0 ") or line.startswith("| 1 ") or line.startswith("| 2 ") for line in text.splitlines()) == 3
+    with pytest.raises(ValueError, match="matches no run record"):
+        report.compare(results, "nothing__*", "good__sasrec-ce__default__s*")
+    with pytest.raises(ValueError, match="two records of seed 0"):
+        report.compare(results, "good__diffrec__*", "good__sasrec-ce__default__s*")
+    assert report.main(["--out", str(results), "--compare", "good__svae__*", "good__pop__*"]) == 0  # seed 0 only: no mean row
+    assert "mean of" not in capsys.readouterr().out
+    assert report.main(["--out", str(results), "--compare", "tie__*", "good__pop__*"]) == 2
+    assert "two records of seed" in capsys.readouterr().err

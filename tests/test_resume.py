@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.data import DataError
-from benchmark.records import PROJECT_ROOT, atomic_path, write_json_atomic
+from benchmark.records import PROJECT_ROOT, atomic_path, code_digest, module_closure, write_json_atomic
 from benchmark.run import is_done, record_path, remove_stale_temps, run_suite
 from benchmark.suite import load_suite_file, resolve_suite
 from tests.synthetic import chain_dataset, write_sequences
@@ -218,3 +218,31 @@ def test_a_copy_of_the_tree_names_its_commit_from_the_environment(monkeypatch):
     assert records.git_commit.__wrapped__() == "0123abc"
     monkeypatch.delenv("DIFFREC_BENCH_GIT_COMMIT")
     assert records.git_commit.__wrapped__() == "unknown"
+
+
+def test_the_code_digest_covers_what_a_run_loads_and_nothing_else(tmp_path):
+    # A toy tree: `a` imports `b` at load time (one inside an `if`), `c` only inside a function.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("import os\nif True:\n    from pkg import b\n\ndef later():\n    import pkg.c\n")
+    (pkg / "b.py").write_text("X = 1\n")
+    (pkg / "c.py").write_text("Y = 1\n")
+    assert module_closure("pkg.a", tmp_path, ("pkg",)) == [pkg / "__init__.py", pkg / "a.py", pkg / "b.py"]
+
+    def digest() -> str:
+        code_digest.cache_clear()
+        return code_digest("pkg.a", tmp_path, ("pkg",))
+
+    before = digest()
+    (pkg / "c.py").write_text("Y = 2\n")
+    assert digest() == before
+    (pkg / "b.py").write_text("X = 2\n")
+    assert digest() != before
+
+    # The real closure of a suite run is exactly what importing it loads from the three packages.
+    probe = "import sys, benchmark.run; print('\\n'.join(sorted(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] in ('benchmark', 'diffrec', 'baselines'))))"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    closure = module_closure("benchmark.run")
+    assert loaded == [str(p) for p in closure]
+    assert PROJECT_ROOT / "benchmark" / "train.py" in closure and PROJECT_ROOT / "benchmark" / "report.py" not in closure
