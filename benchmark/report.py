@@ -403,15 +403,17 @@ def figure_cost(frame: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def figure_curves(main: pd.DataFrame, records: list[dict], folder: Path) -> list[Path]:
-    """Validation NDCG@10 per evaluation (lowest seed of each model)."""
+    """Validation NDCG@10 per evaluation (lowest seed of each model; datasets where some model trained)."""
+    main = main[[bool(records[i]["curve"]) for i in main.i]]
     datasets = list(dict.fromkeys(main.dataset))
+    if not datasets:
+        return []
     fig, axes = _panels(len(datasets))
     for ax, dataset in zip(axes, datasets):
         d = main[main.dataset == dataset].sort_values("seed")
         for model in model_order(d.model):
             curve = records[d[d.model == model].i.iloc[0]]["curve"]
-            if curve:
-                ax.plot([p["epoch"] for p in curve], [p["valid"][SELECTION_METRIC] for p in curve], marker=".", label=model)
+            ax.plot([p["epoch"] for p in curve], [p["valid"][SELECTION_METRIC] for p in curve], marker=".", label=model)
         ax.set(title=dataset, xlabel="epoch", ylabel=f"validation {SELECTION_METRIC}")
         ax.legend(fontsize=7)
     return save(fig, folder, "validation_curves")
