@@ -1,6 +1,7 @@
 """Reports from run records: Holm correction, paired tests, the paper-layout tables (bold best,
 underlined second, significance mark), the protocol card, figures and the generated README."""
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -202,3 +203,13 @@ def test_compare_two_sets_of_records_seed_by_seed_and_averaged(results, capsys):
     assert "mean of" not in capsys.readouterr().out
     assert report.main(["--out", str(results), "--compare", "tie__*", "good__pop__*"]) == 2
     assert "two records of seed" in capsys.readouterr().err
+
+
+def test_a_dataset_where_no_model_trained_gets_no_curve_panel(tmp_path):
+    records = [fake_record("ml", "pop", 0, np.arange(N_USERS)), fake_record("toy", "sasrec-ce", 0, np.arange(N_USERS))]
+    records[0]["curve"] = []  # popularity does not train
+    frame = report.records_frame(records)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty panel's legend warns
+        paths = report.figure_curves(frame, records, tmp_path)
+    assert paths and report.figure_curves(frame[frame.model == "pop"], records, tmp_path) == []
