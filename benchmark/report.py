@@ -512,8 +512,7 @@ def noise_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
             continue
         target, sequence = target[target.seed.isin(seeds)], sequence[sequence.seed.isin(seeds)]
         row = {"dataset": dataset, "model": model, "scored with": scored, "seeds": len(seeds)}
-        for split, label in (("test", ""), ("test_masked", "masked ")):
-            ranks = "test_ranks" + split[len("test") :]
+        for split, ranks, label in (("test", "test_ranks", ""), ("test_masked", "test_ranks_masked", "masked ")):
             row[f"{label}target NDCG@10"] = mean_std(target[f"{split}/NDCG@10"].mean(), target[f"{split}/NDCG@10"].std(), len(seeds))
             row[f"{label}sequence NDCG@10"] = mean_std(sequence[f"{split}/NDCG@10"].mean(), sequence[f"{split}/NDCG@10"].std(), len(seeds))
             row[f"{label}p"] = f"{paired_pvalue(seed_mean_per_user(records, sequence.i, ranks), seed_mean_per_user(records, target.i, ranks)):.2g}"
@@ -664,7 +663,7 @@ def compare(out: str | Path, pattern_a: str, pattern_b: str) -> str:
     for label, group in [(str(seed), [seed]) for seed in seeds] + ([(f"mean of {len(seeds)}", seeds)] if len(seeds) > 1 else []):
         row = {"seed": label}
         for ranks, name in (("test_ranks", ""), ("test_ranks_masked", "masked ")):
-            a, b = (np.mean([per_user_metrics(side[seed]["per_user"][ranks])["NDCG@10"] for seed in group], axis=0) for side in sides)
+            a, b = (seed_mean_per_user([side[seed] for seed in group], range(len(group)), ranks) for side in sides)
             row.update({f"{name}A NDCG@10": f"{a.mean():.4f}", f"{name}B NDCG@10": f"{b.mean():.4f}", f"{name}p": f"{paired_pvalue(a, b):.2g}"})
         rows.append(row)
     names = "\n".join(f"{side}: " + ", ".join(r["key"] for r in records.values()) for side, records in zip("AB", sides))
