@@ -104,6 +104,7 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             "users": r["dataset"].get("users_used", r["dataset"].get("users")),
             "train_seconds": r["timings"]["train_seconds"],
             "eval_seconds_test": r["timings"]["eval_seconds_test"],
+            "device": r.get("environment", {}).get("device", "unknown"),
         }
         for split in SPLITS:
             for k, v in r["metrics"][split].items():
@@ -386,17 +387,34 @@ def figure_noise(frame: pd.DataFrame, folder: Path) -> list[Path]:
     return save(fig, folder, "noise_target_vs_sequence")
 
 
+def cost_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """One point per dataset, model, setting and device: mean test seconds per 1,000 users and mean
+    test NDCG@10 over the seeds run there. Devices stay apart: a GPU's and a CPU's seconds do not
+    average into one cost."""
+    d = frame.assign(cost=frame.eval_seconds_test / frame.users * 1000)
+    keys = ["dataset", "model", "tag", "device"]
+    return d.groupby(keys, sort=True).agg(cost=("cost", "mean"), ndcg=("test/NDCG@10", "mean"), seeds=("seed", "nunique")).reset_index()
+
+
+COST_MARKERS = "o^sDvP"
+
+
 def figure_cost(frame: pd.DataFrame, folder: Path) -> list[Path]:
-    """Test NDCG@10 vs inference time per 1,000 users (every record of the suite)."""
+    """Test NDCG@10 vs inference time per 1,000 users (every record of the suite), one marker
+    shape per device."""
+    points = cost_points(frame)
+    marker = dict(zip(sorted(points.device.unique()), COST_MARKERS * len(points)))
+    color = {model: f"C{i % 10}" for i, model in enumerate(model_order(points.model.unique()))}  # a model keeps its colour across devices
     datasets = list(dict.fromkeys(frame.dataset))
     fig, axes = _panels(len(datasets))
     for ax, dataset in zip(axes, datasets):
-        d = frame[frame.dataset == dataset].assign(ms=lambda x: x.eval_seconds_test / x.users * 1000)
-        g = d.groupby(["model", "tag"]).agg(cost=("ms", "mean"), ndcg=("test/NDCG@10", "mean")).reset_index()
-        for _, row in g.iterrows():
+        for row in points[points.dataset == dataset].itertuples():
             main = row.tag in MAIN_TAGS
-            ax.scatter(row.cost, row.ndcg, s=30 if main else 12, color=None if main else "0.6", zorder=3 if main else 2)
+            ax.scatter(row.cost, row.ndcg, s=30 if main else 12, marker=marker[row.device], color=color[row.model] if main else "0.6", zorder=3 if main else 2)
             ax.annotate(row.model if main else row.tag, (row.cost, row.ndcg), fontsize=6 if main else 5, xytext=(3, 2), textcoords="offset points")
+        for device in sorted(points[points.dataset == dataset].device.unique()):
+            ax.scatter([], [], marker=marker[device], color="0.3", label=device)
+        ax.legend(title="device", fontsize=6, title_fontsize=6, loc="lower right")
         ax.set_xscale("log")
         ax.set(title=dataset, xlabel="test inference seconds per 1,000 users", ylabel="test NDCG@10")
     return save(fig, folder, "quality_vs_cost")
@@ -451,10 +469,11 @@ def mean_std(mean: float, std: float, n: int) -> str:
 ABLATION_NOTE = (
     "A setting that changes only how the trained model scores (DiffRec's `sampler`, `sampler_steps`, `samples`) is scored on "
     "the model trained, and selected on validation, with the base setting's sampler (its record's `protocol.inference`), so "
-    "those rows compare samplers on one trained model; every other setting trains its own. The last column times the test "
-    "pass (scoring and ranking) per 1,000 users. \"main\" is the main table's cell of the same dataset and model on the "
+    "those rows compare samplers on one trained model; every other setting trains its own. \"test s / 1k users\" times the "
+    "test pass (scoring and ranking) per 1,000 users. \"main\" is the main table's cell of the same dataset and model on the "
     "seeds the setting has; p: two-sided Wilcoxon signed-rank over per-user test NDCG@10 (each user's value averaged over "
-    "those seeds), not corrected for the number of rows."
+    "those seeds), not corrected for the number of rows. \"device\" names where the row's seeds ran: timings of different "
+    "devices do not compare."
 )
 
 
@@ -486,6 +505,7 @@ def ablation_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
         else:
             row["main NDCG@10 (same seeds)"] = row["p vs main"] = "–"
         row["test s / 1k users"] = f"{(g.eval_seconds_test / g.users).mean() * 1000:.3f}"
+        row["device"] = ", ".join(sorted(set(g.device)))  # the seconds are only comparable on one device
         rows.append(row)
     rows.sort(key=lambda r: (r["dataset"], r["model"], natural_key(r["setting"])))
     return pd.DataFrame(rows).to_markdown(index=False)

@@ -124,6 +124,7 @@ def test_figures_and_readme(results):
     p = report.paired_pvalue(per_user["noise=sequence,sampler=strided"], per_user["default"])
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert f"{recs['default']['metrics']['test']['NDCG@10']:.4f}" in cells and f"{p:.2g}" in cells and p < 0.05
+    assert cells[-1] == "cpu"  # where its timing was taken
     # target against sequence noising: the pair side by side, tested against each other
     noise = ablations[ablations.index("## Target-only against whole-sequence noising") :]
     (row,) = [line for line in noise.splitlines() if line.startswith("| good")]
@@ -203,6 +204,15 @@ def test_compare_two_sets_of_records_seed_by_seed_and_averaged(results, capsys):
     assert "mean of" not in capsys.readouterr().out
     assert report.main(["--out", str(results), "--compare", "tie__*", "good__pop__*"]) == 2
     assert "two records of seed" in capsys.readouterr().err
+
+
+def test_cost_points_keep_devices_apart():
+    records = [fake_record("good", "diffrec", seed, [0] * N_USERS, eval_seconds=seconds) for seed, seconds in ((0, 2.0), (1, 4.0), (2, 0.02))]
+    records[2]["environment"]["device"] = "NVIDIA H200"
+    points = report.cost_points(report.records_frame(records)).set_index("device")
+    assert points.loc["cpu", "seeds"] == 2 and points.loc["NVIDIA H200", "seeds"] == 1
+    assert points.loc["cpu", "cost"] == pytest.approx(3.0 / N_USERS * 1000)  # the mean of the CPU's two, not of all three
+    assert points.loc["NVIDIA H200", "cost"] == pytest.approx(0.02 / N_USERS * 1000)
 
 
 def test_a_dataset_where_no_model_trained_gets_no_curve_panel(tmp_path):
