@@ -21,6 +21,7 @@ correction over all comparisons of one table, alpha 0.05.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import re
@@ -91,6 +92,7 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     """One row per record."""
     rows = []
     for i, r in enumerate(records):
+        users = r["dataset"].get("users_used", r["dataset"].get("users"))
         row = {
             "i": i,
             "key": r.get("key", ""),
@@ -101,9 +103,8 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             "seed": r["seed"],
             "finished_at": r.get("finished_at", ""),
             "params": r.get("params", 0),
-            "users": r["dataset"].get("users_used", r["dataset"].get("users")),
             "train_seconds": r["timings"]["train_seconds"],
-            "eval_seconds_test": r["timings"]["eval_seconds_test"],
+            "test_seconds_per_1k": r["timings"]["eval_seconds_test"] / users * 1000,
             "device": r.get("environment", {}).get("device", "unknown"),
         }
         for split in SPLITS:
@@ -391,9 +392,8 @@ def cost_points(frame: pd.DataFrame) -> pd.DataFrame:
     """One point per dataset, model, setting and device: mean test seconds per 1,000 users and mean
     test NDCG@10 over the seeds run there. Devices stay apart: a GPU's and a CPU's seconds do not
     average into one cost."""
-    d = frame.assign(cost=frame.eval_seconds_test / frame.users * 1000)
     keys = ["dataset", "model", "tag", "device"]
-    return d.groupby(keys, sort=True).agg(cost=("cost", "mean"), ndcg=("test/NDCG@10", "mean"), seeds=("seed", "nunique")).reset_index()
+    return frame.groupby(keys, sort=True).agg(cost=("test_seconds_per_1k", "mean"), ndcg=("test/NDCG@10", "mean"), seeds=("seed", "nunique")).reset_index()
 
 
 COST_MARKERS = "o^sDvP"
@@ -403,16 +403,17 @@ def figure_cost(frame: pd.DataFrame, folder: Path) -> list[Path]:
     """Test NDCG@10 vs inference time per 1,000 users (every record of the suite), one marker
     shape per device."""
     points = cost_points(frame)
-    marker = dict(zip(sorted(points.device.unique()), COST_MARKERS * len(points)))
+    marker = dict(zip(sorted(points.device.unique()), itertools.cycle(COST_MARKERS)))
     color = {model: f"C{i % 10}" for i, model in enumerate(model_order(points.model.unique()))}  # a model keeps its colour across devices
     datasets = list(dict.fromkeys(frame.dataset))
     fig, axes = _panels(len(datasets))
     for ax, dataset in zip(axes, datasets):
-        for row in points[points.dataset == dataset].itertuples():
+        here = points[points.dataset == dataset]
+        for row in here.itertuples():
             main = row.tag in MAIN_TAGS
             ax.scatter(row.cost, row.ndcg, s=30 if main else 12, marker=marker[row.device], color=color[row.model] if main else "0.6", zorder=3 if main else 2)
             ax.annotate(row.model if main else row.tag, (row.cost, row.ndcg), fontsize=6 if main else 5, xytext=(3, 2), textcoords="offset points")
-        for device in sorted(points[points.dataset == dataset].device.unique()):
+        for device in sorted(here.device.unique()):
             ax.scatter([], [], marker=marker[device], color="0.3", label=device)
         ax.legend(title="device", fontsize=6, title_fontsize=6, loc="lower right")
         ax.set_xscale("log")
@@ -504,7 +505,7 @@ def ablation_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
             row["p vs main"] = f"{paired_pvalue(seed_mean_per_user(records, mine.i), seed_mean_per_user(records, theirs.i)):.2g}"
         else:
             row["main NDCG@10 (same seeds)"] = row["p vs main"] = "–"
-        row["test s / 1k users"] = f"{(g.eval_seconds_test / g.users).mean() * 1000:.3f}"
+        row["test s / 1k users"] = f"{g.test_seconds_per_1k.mean():.3f}"
         row["device"] = ", ".join(sorted(set(g.device)))  # the seconds are only comparable on one device
         rows.append(row)
     rows.sort(key=lambda r: (r["dataset"], r["model"], natural_key(r["setting"])))
