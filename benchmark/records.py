@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = PROJECT_ROOT / "results"  # under version control: the records of committed suites only
+LOCAL_DIR = PROJECT_ROOT / "runs-local"  # git-ignored: every other run, one folder per suite
 PACKAGES = ("torch", "numpy", "pandas", "scipy", "optuna")
 
 
@@ -46,22 +48,35 @@ def write_json_atomic(path: str | Path, obj) -> Path:
     return Path(path)
 
 
+def default_out(suite: str, committed: bool) -> Path:
+    """Where a run writes unless `--out` says otherwise: results/ for a committed suite run as
+    defined, runs-local/<suite>/ for anything else (smoke, user files, overrides)."""
+    return RESULTS_DIR if committed else LOCAL_DIR / suite
+
+
+def tuning_dirs(out: str | Path) -> list[Path]:
+    """Where `params = "tuned"` finds a study's best.json: OUT's own studies first, then the committed
+    ones, so a run of a committed suite with overrides (in runs-local/) keeps its tuned settings."""
+    return list(dict.fromkeys([Path(out) / "tuning", RESULTS_DIR / "tuning"]))
+
+
 @functools.cache
 def git_commit() -> str:
-    """The commit of the code this process runs: read once, on the first call (`benchmark.run` makes
-    it at start), so that edits made while a long suite runs do not relabel its later records.
-    $DIFFREC_BENCH_GIT_COMMIT, when set, wins: a copy of the tree on another machine (a lent GPU
-    machine, say) may carry no repository, or one at another commit than the files it holds."""
+    """The commit of the code this process runs, "+dirty" when the code a run loads differs from it
+    (`uncommitted_code`; edits to results or docs do not count): read once, on the first call
+    (`benchmark.run` makes it at start), so that edits made while a long suite runs do not relabel
+    its later records. $DIFFREC_BENCH_GIT_COMMIT, when set, wins: a copy of the tree on another
+    machine (a lent GPU machine, say) may carry no repository, or one at another commit than the
+    files it holds."""
     if os.environ.get("DIFFREC_BENCH_GIT_COMMIT"):
         return os.environ["DIFFREC_BENCH_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if out.returncode:
         return "unknown"
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    return out.stdout.strip() + ("" if uncommitted_code(root=PROJECT_ROOT) == [] else "+dirty")
 
 
 CODE_PACKAGES = ("benchmark", "diffrec", "baselines")
@@ -103,6 +118,22 @@ def module_closure(entry: str, root: Path = PROJECT_ROOT, packages: tuple[str, .
             if found[name] is not None:
                 todo.extend(_load_time_imports(ast.parse(found[name].read_bytes(), filename=str(found[name]))))
     return sorted(p for p in found.values() if p is not None)
+
+
+def uncommitted_code(entry: str = "benchmark.run", root: Path = PROJECT_ROOT) -> list[str] | None:
+    """The files of `module_closure(entry)` that differ from the commit checked out at `root`
+    (modified, staged or untracked), as paths relative to `root`; None where git cannot tell (no
+    repository there)."""
+    paths = [p.relative_to(root).as_posix() for p in module_closure(entry, root)]
+    try:
+        proc = subprocess.run(
+            ["git", "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all", "--", *paths], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode:
+        return None
+    return sorted(line[3:] for line in proc.stdout.split("\0") if line)  # "XY path"
 
 
 @functools.cache

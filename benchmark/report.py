@@ -1,5 +1,7 @@
 """Reports from run records only: `python -m benchmark.report [--out results] [--suite NAME ...]`
-(or `--compare GLOB_A GLOB_B`: one paired comparison of two sets of records, printed).
+(or `--compare GLOB_A GLOB_B`: one paired comparison of two sets of records, printed). OUT defaults
+to the folder `benchmark.run` writes the suite into: runs-local/<suite>/ for one suite that is not
+committed (smoke), else results/, whose report covers the committed suites only.
 
 For each suite found in OUT/runs/ it writes
 - OUT/tables/<suite>.md and <suite>.tex: the paper's layout (datasets as column groups; HR and NDCG
@@ -40,9 +42,9 @@ from scipy.stats import wilcoxon  # noqa: E402
 from benchmark.config import ConfigError  # noqa: E402
 from benchmark.data import DataError  # noqa: E402
 from benchmark.metrics import SELECTION_METRIC, per_user_metrics  # noqa: E402
-from benchmark.records import PROJECT_ROOT, atomic_path, load_records  # noqa: E402
+from benchmark.records import RESULTS_DIR, atomic_path, default_out, load_records, tuning_dirs  # noqa: E402
 from benchmark.registry import MODELS  # noqa: E402
-from benchmark.suite import MAIN_TAGS, load_suite_file, resolve_suite, suite_names  # noqa: E402
+from benchmark.suite import MAIN_TAGS, committed_suites, load_suite_file, resolve_suite, suite_names  # noqa: E402
 
 TABLE_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 SUBJECT = "diffrec"  # the model whose significance against the best baseline is tested
@@ -552,7 +554,7 @@ def resolved_cells(suite: str, out: Path) -> list | None:
     if suite not in suite_names():
         return None
     try:
-        return list(resolve_suite(*load_suite_file(suite), tuning_dir=out / "tuning").cells)
+        return list(resolve_suite(*load_suite_file(suite), tuning_dir=tuning_dirs(out)).cells)
     except (ConfigError, DataError):
         return None
 
@@ -698,6 +700,11 @@ def write_report(out: str | Path, suites: list[str] | None = None) -> list[Path]
     if not records:
         return []
     found = list(dict.fromkeys(r.get("suite", "") for r in records))
+    if out.resolve() == RESULTS_DIR.resolve():  # the committed folder reports the committed suites only
+        left_out = [s for s in found if s not in committed_suites()]
+        if left_out:
+            print(f"{out}: records of suites that are not committed ({', '.join(left_out)}) are left out of the report; move them to runs-local/", file=sys.stderr)
+        found = [s for s in found if s not in left_out]
     # The README covers every suite with records; suites not asked for keep their figures as they are.
     summaries = [suite_report(s, records, out, draw=suites is None or s in suites) for s in found]
     paths = [p for s in summaries if suites is None or s["suite"] in suites for p in s["tables"] + s["figures"]]
@@ -707,10 +714,13 @@ def write_report(out: str | Path, suites: list[str] | None = None) -> list[Path]
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(PROJECT_ROOT / "results"), help="results folder holding runs/ (default: results/)")
+    p.add_argument("--out", help="results folder holding runs/ (default: runs-local/SUITE/ for one --suite that is not committed, else results/)")
     p.add_argument("--suite", nargs="+", help="only these suites' tables and figures (default: all with records)")
     p.add_argument("--compare", nargs=2, metavar=("GLOB_A", "GLOB_B"), help="instead of the report, compare two sets of records, e.g. 'beauty__diffrec__tuned__s*' 'beauty__sasrec-ce__tuned__s*'")
     args = p.parse_args(argv)
+    if args.out is None:  # where benchmark.run writes: a suite that is not committed has a folder of its own
+        local = args.suite and len(args.suite) == 1 and args.suite[0] not in committed_suites()
+        args.out = str(default_out(args.suite[0], committed=False) if local else RESULTS_DIR)
     if args.compare:
         try:
             print(compare(args.out, *args.compare))

@@ -15,6 +15,10 @@ that another process finished meanwhile is skipped. `--only main|ablations` runs
 (the main table first, say). A suite with
 `[tune] auto = true` first tunes its studies (`benchmark.tune`); every run ends with the report
 (`benchmark.report`).
+
+OUT is `--out`, else results/ for a committed suite (`commit = true`) run as defined, else the
+git-ignored runs-local/<suite>/ (smoke, user files, overrides). A run into results/ refuses to start
+while the code it loads has uncommitted changes, unless `--allow-dirty`.
 """
 from __future__ import annotations
 
@@ -34,14 +38,11 @@ from tqdm.auto import tqdm
 from benchmark import data as data_mod
 from benchmark.config import ConfigError, build_config, parse_assignments
 from benchmark.metrics import PROTOCOL
-from benchmark.records import PROJECT_ROOT, code_digest, environment, git_commit, write_json_atomic
+from benchmark.records import RESULTS_DIR, code_digest, default_out, environment, git_commit, tuning_dirs, uncommitted_code, write_json_atomic
 from benchmark.registry import MODELS, build_model, model_spec
 from benchmark.splits import Split, leave_one_out
 from benchmark.suite import MAIN_TAGS, Cell, Suite, load_suite_file, resolve_suite, suite_names
 from benchmark.train import TrainConfig, evaluate, fit, load_trained, save_trained
-
-DEFAULT_OUT = PROJECT_ROOT / "results"
-
 
 def load_data(cell: Cell, data_dir=None) -> tuple[data_mod.SequenceData, Split, int]:
     """-> (dataset, leave-one-out split, max_len) of a cell (registered name or user file)."""
@@ -261,7 +262,7 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", help=f"suite name ({', '.join(suite_names())}) or a .toml path")
     p.add_argument("--list", action="store_true", help="list suites, models and datasets, then exit")
     p.add_argument("--data-dir", help="data folder (default: $DIFFREC_BENCH_DATA, else ./data)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default: results/)")
+    p.add_argument("--out", help="results folder (default: results/ for a committed suite without overrides, else runs-local/SUITE/)")
     p.add_argument("--datasets", nargs="+", help="override the suite's datasets")
     p.add_argument("--file", action="append", metavar="PATH", help="a dataset file of your own (with --format); replaces the suite's datasets unless --datasets is given")
     p.add_argument("--format", choices=data_mod.FORMATS, help="format of --file")
@@ -271,6 +272,7 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--allow-dirty", action="store_true", help="write into results/ even though the code has uncommitted changes")
 
 
 def suite_from_args(args, p: argparse.ArgumentParser) -> Suite:
@@ -279,13 +281,43 @@ def suite_from_args(args, p: argparse.ArgumentParser) -> Suite:
     if args.format and not args.file:
         p.error("--format applies to --file only")
     name, raw = load_suite_file(args.suite)
+    args.out = str(out_folder(args, name, raw))
     files = [(f, args.format) for f in args.file or []]
     suite = resolve_suite(
-        name, raw, datasets=args.datasets, models=args.models, seeds=args.seeds, sets=parse_assignments(args.set), files=files, tuning_dir=Path(args.out) / "tuning"
+        name, raw, datasets=args.datasets, models=args.models, seeds=args.seeds, sets=parse_assignments(args.set), files=files, tuning_dir=tuning_dirs(args.out)
     )
     for cell in {(c.dataset, json.dumps(c.source)): c for c in suite.cells + suite.tune_cells}.values():  # missing data fails before training
         load_data(cell, args.data_dir)
     return suite
+
+
+def out_folder(args, name: str, raw: dict) -> Path:
+    """--out, else results/ for a committed suite (`commit = true`) run as defined, else
+    runs-local/<suite>/: smoke, and any run with --datasets, --models, --seeds, --set or --file."""
+    if args.out:
+        return Path(args.out)
+    as_defined = not (args.datasets or args.models or args.seeds or args.set or args.file)
+    return default_out(name, raw.get("commit") is True and as_defined)
+
+
+def check_committed_code(out: Path, entry: str) -> None:
+    """A run that writes into results/ refuses to start (ConfigError naming the files) while the
+    code it loads (`records.module_closure(entry)`) has uncommitted changes, so every committed
+    record names a commit that holds its code. A copy of the tree without git names its commit in
+    $DIFFREC_BENCH_GIT_COMMIT, which is taken at its word unless it ends in +dirty."""
+    if Path(out).resolve() != RESULTS_DIR.resolve():
+        return
+    fix = "commit them (a committed record must name a commit that holds its code), or pass --allow-dirty"
+    named = os.environ.get("DIFFREC_BENCH_GIT_COMMIT")
+    if named:
+        if named.endswith("+dirty"):
+            raise ConfigError(f"this run writes into {RESULTS_DIR}, but DIFFREC_BENCH_GIT_COMMIT={named} names uncommitted code; {fix}")
+        return
+    changed = uncommitted_code(entry)
+    if changed is None:
+        raise ConfigError(f"this run writes into {RESULTS_DIR}, but git cannot tell whether its code is committed; set DIFFREC_BENCH_GIT_COMMIT to the commit the files come from, or pass --allow-dirty")
+    if changed:
+        raise ConfigError(f"this run writes into {RESULTS_DIR}, but the code it loads has uncommitted changes: {', '.join(changed)}; {fix}")
 
 
 def print_listing() -> None:
@@ -328,6 +360,8 @@ def main(argv=None) -> int:
         shard = parse_shard(args.shard)
         suite = suite_from_args(args, p)
         out = Path(args.out)
+        if not args.allow_dirty:
+            check_committed_code(out, "benchmark.run")
         if suite.tune["auto"] and not args.no_tune:
             from benchmark.tune import tune_suite
 

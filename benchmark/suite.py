@@ -2,11 +2,14 @@
 
 Keys of a suite file (every key is optional except datasets and models):
     description = "..."
+    commit = true                           # its records are committed: runs write into results/ by
+                                            # default (packaged suites only; default false)
     datasets = ["ml-100k", "beauty", {file = "my.txt", format = "sequences"}]  # names or user files
     models = "all" | ["sasrec-ce", ...]     # registered model names
     seeds = [0, 1, 2]
     params = "defaults" | "tuned"           # tuned: best trial of the (dataset, model) study when
-                                            # one was exported to OUT/tuning/, else the defaults
+                                            # one was exported to OUT/tuning/ (else results/tuning/),
+                                            # else the defaults
     [data]   users = 300, max_len = 50      # data options for every dataset (users: first N only)
     [train]  epochs = 2, ...                # TrainConfig overrides for every model
     [model.all]   hidden = 16               # applied to every model whose config has the key
@@ -48,7 +51,7 @@ from benchmark.data import DATASETS, FORMATS, DataError, sha256_file
 from benchmark.registry import MODELS, model_spec
 from benchmark.train import TrainConfig
 
-SUITE_KEYS = {"description", "datasets", "models", "seeds", "params", "data", "train", "model", "train_model", "tune", "ablation"}
+SUITE_KEYS = {"commit", "description", "datasets", "models", "seeds", "params", "data", "train", "model", "train_model", "tune", "ablation"}
 DATA_KEYS = {"users", "max_len"}
 FILE_KEYS = {"file", "format", "name"}
 TUNE_KEYS = {"trials", "auto", "seed", "pruner", "models", "datasets", "trial_time_budget_s"}
@@ -147,6 +150,11 @@ def load_suite_file(name_or_path: str) -> tuple[str, dict]:
     return name, raw
 
 
+def committed_suites() -> list[str]:
+    """The packaged suites whose records are committed (`commit = true`)."""
+    return [name for name in suite_names() if load_suite_file(name)[1].get("commit") is True]
+
+
 def tuning_study(dataset: str, model: str, key: str) -> str:
     """Optuna study name of a base cell: readable, plus the digest of everything tuning held fixed."""
     return f"{dataset}__{model}__{key.rsplit('__', 1)[-1]}"
@@ -156,12 +164,14 @@ def best_params_path(tuning_dir: str | Path, study: str) -> Path:
     return Path(tuning_dir) / study / "best.json"
 
 
-def read_best(tuning_dir: str | Path | None, study: str) -> dict | None:
-    """The exported best trial of `study` ({"params", "trials", "best_value", ...}) or None."""
-    if tuning_dir is None:
-        return None
-    path = best_params_path(tuning_dir, study)
-    return json.loads(path.read_text()) if path.exists() else None
+def read_best(tuning_dir: str | Path | list | None, study: str) -> dict | None:
+    """The exported best trial of `study` ({"params", "trials", "best_value", ...}) from the first
+    of `tuning_dir` (a folder, or a list of them) that holds it, or None."""
+    for folder in [tuning_dir] if isinstance(tuning_dir, (str, Path)) else tuning_dir or []:
+        path = best_params_path(folder, study)
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,11 +286,16 @@ def resolve_suite(
     `datasets`, `models`, `seeds` replace the suite's (ablations keep only the chosen datasets and
     models); `files` are user dataset files [(path, format)] that join `datasets` (or replace the
     suite's datasets when `datasets` is not given); `sets` are --set assignments; `tuning_dir`
-    holds exported studies (needed for params = "tuned")."""
+    holds exported studies (needed for params = "tuned"; a list: the first that holds a study)."""
     where = f"suite {name}"
     raw = dict(raw)
     base_dir = raw.pop("_base_dir", None)
     _check_keys(raw, SUITE_KEYS, where)
+    commit = raw.get("commit", False)
+    if not isinstance(commit, bool):
+        raise ConfigError(f"{where}: commit must be true or false, got {commit!r}")
+    if commit and base_dir is not None:
+        raise ConfigError(f"{where}: commit = true is for the packaged suites in benchmark/suites/ (results/ holds only their records); remove it")
 
     # Datasets, models, seeds ------------------------------------------------------------------
     overridden = datasets is not None or bool(files)

@@ -22,7 +22,8 @@ Search spaces live beside each model's config: a `SEARCH_SPACE` dict in the mode
 the generic lr/dropout/hidden space (the tool says so). Keys the suite sets explicitly are fixed.
 
 The export (`OUT/tuning/<study>/trials.csv` and `best.json`) is what suites with
-params = "tuned" read.
+params = "tuned" read, and what results/ commits; the storage itself is git-ignored (a binary file
+every run rewrites).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from benchmark.config import ConfigError, build_config
 from benchmark.metrics import SELECTION_METRIC
 from benchmark.records import environment, write_json_atomic
 from benchmark.registry import build_model, model_spec
-from benchmark.run import add_suite_arguments, load_data, print_listing, suite_from_args
+from benchmark.run import add_suite_arguments, check_committed_code, load_data, print_listing, suite_from_args
 from benchmark.suite import Cell, Suite, split_setting, best_params_path, tuning_study
 from benchmark.train import TrainConfig, fit
 
@@ -375,6 +376,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         suite = suite_from_args(args, p)
+        if not args.allow_dirty:
+            check_committed_code(Path(args.out), "benchmark.tune")
         tune_suite(suite, out=args.out, storage=args.storage, workers=max(1, args.workers), data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress)
     except (ConfigError, data_mod.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""Resume: a suite killed with SIGKILL and started again finishes every cell exactly once; the
-smoke suite (tuning, ablations, resume, report) runs end to end."""
+"""Resume: a suite killed with SIGKILL and started again finishes every cell exactly once (the
+smoke suite's end-to-end run, its rerun included, is in tests/test_layout.py)."""
 import json
 import os
 import signal
@@ -178,32 +178,6 @@ def test_sampler_points_train_once_and_resume_from_the_checkpoint(tmp_path, monk
     next((tmp_path / "out" / "runs").glob("*.json")).unlink()
     with pytest.raises(DataError, match=f"{saved.name}: cannot load this checkpoint"):
         run_suite(suite, out=tmp_path / "out", progress=False)
-
-
-@pytest.mark.slow
-def test_smoke_suite_tunes_ablates_resumes_and_reports(tmp_path):
-    """The CI smoke run, restricted to two models to stay short: tuning (2-trial studies),
-    DiffRec ablations, the report, then a second run that finds everything done."""
-    args = ["--suite", "smoke", "--models", "sasrec-ce", "diffrec", "--out", str(tmp_path), "--no-progress", "--threads", "1"]
-    first = subprocess.run(run_command(*args), cwd=PROJECT_ROOT, env=child_env(), capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    studies = sorted(p.parent.name for p in (tmp_path / "tuning").glob("*/best.json"))
-    assert [s.split("__")[1] for s in studies] == ["diffrec", "sasrec-ce"]
-    for study in studies:
-        best = json.loads((tmp_path / "tuning" / study / "best.json").read_text())
-        assert best["trials"] == 2 and best["budget"] == 2
-    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
-    tags = {r["tag"] for r in records}
-    assert "tuned" in tags and "noise=sequence,sampler=strided" in tags and "steps=20,sampler=strided" in tags
-    assert all(r["tuning"]["trials"] == 2 for r in records if r["tag"] == "tuned")
-    for name in ("tables/smoke.md", "tables/smoke.tex", "README.md", "figures/smoke/ndcg_vs_steps.png", "figures/smoke/noise_target_vs_sequence.pdf"):
-        assert (tmp_path / name).exists(), name
-
-    again = subprocess.run(run_command(*args), cwd=PROJECT_ROOT, env=child_env(), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"{len(records)} already done, 0 to run" in again.stdout
-    assert again.stdout.count("2 of 2 trials done") == 2
-    assert len(list((tmp_path / "runs").glob("*.json"))) == len(records)
 
 
 def test_a_copy_of_the_tree_names_its_commit_from_the_environment(monkeypatch):
