@@ -44,6 +44,7 @@ from benchmark.splits import Split, leave_one_out
 from benchmark.suite import MAIN_TAGS, Cell, Suite, load_suite_file, resolve_suite, suite_names
 from benchmark.train import TrainConfig, evaluate, fit, load_trained, save_trained
 
+
 def load_data(cell: Cell, data_dir=None) -> tuple[data_mod.SequenceData, Split, int]:
     """-> (dataset, leave-one-out split, max_len) of a cell (registered name or user file)."""
     if cell.source:
@@ -307,17 +308,19 @@ def check_committed_code(out: Path, entry: str) -> None:
     $DIFFREC_BENCH_GIT_COMMIT, which is taken at its word unless it ends in +dirty."""
     if Path(out).resolve() != RESULTS_DIR.resolve():
         return
-    fix = "commit them (a committed record must name a commit that holds its code), or pass --allow-dirty"
     named = os.environ.get("DIFFREC_BENCH_GIT_COMMIT")
     if named:
         if named.endswith("+dirty"):
-            raise ConfigError(f"this run writes into {RESULTS_DIR}, but DIFFREC_BENCH_GIT_COMMIT={named} names uncommitted code; {fix}")
+            raise ConfigError(f"this run writes into {RESULTS_DIR}, but DIFFREC_BENCH_GIT_COMMIT={named} names uncommitted code; copy a clean checkout, or pass --allow-dirty")
         return
     changed = uncommitted_code(entry)
     if changed is None:
         raise ConfigError(f"this run writes into {RESULTS_DIR}, but git cannot tell whether its code is committed; set DIFFREC_BENCH_GIT_COMMIT to the commit the files come from, or pass --allow-dirty")
     if changed:
-        raise ConfigError(f"this run writes into {RESULTS_DIR}, but the code it loads has uncommitted changes: {', '.join(changed)}; {fix}")
+        raise ConfigError(
+            f"this run writes into {RESULTS_DIR}, but the code it loads has uncommitted changes: {', '.join(changed)}; "
+            "commit them (a committed record must name a commit that holds its code), or pass --allow-dirty"
+        )
 
 
 def print_listing() -> None:
