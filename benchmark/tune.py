@@ -47,7 +47,7 @@ from benchmark.config import ConfigError, build_config
 from benchmark.metrics import SELECTION_METRIC
 from benchmark.records import environment, write_json_atomic
 from benchmark.registry import build_model, model_spec
-from benchmark.run import add_suite_arguments, load_data, print_listing, suite_from_args
+from benchmark.run import add_suite_arguments, check_arguments, load_data, print_listing, suite_from_args
 from benchmark.suite import Cell, Suite, split_setting, best_params_path, tuning_study
 from benchmark.train import TrainConfig, fit
 
@@ -371,9 +371,10 @@ def main(argv=None) -> int:
         p.error("--suite is required (or --list)")
     if args.trials is not None:
         args.set = (args.set or []) + [f"tune.trials={args.trials}"]
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
+        check_arguments(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         suite = suite_from_args(args, p)
         tune_suite(suite, out=args.out, storage=args.storage, workers=max(1, args.workers), data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress)
     except (ConfigError, data_mod.DataError) as exc:
