@@ -38,7 +38,7 @@ from benchmark.records import PROJECT_ROOT, RecordError, check_writable, code_di
 from benchmark.registry import MODELS, build_model, model_spec
 from benchmark.splits import Split, leave_one_out
 from benchmark.suite import MAIN_TAGS, Cell, Suite, load_suite_file, resolve_suite, suite_names
-from benchmark.train import TrainConfig, evaluate, fit, load_trained, save_trained
+from benchmark.train import TrainConfig, evaluate, fit, load_state, load_trained, save_trained
 
 DEFAULT_OUT = PROJECT_ROOT / "results"
 
@@ -209,6 +209,23 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return k, n
 
 
+def check_saved_states(out: Path, todo: list[Cell], shared: Counter) -> None:
+    """Loads the snapshots and checkpoints that the cells to run will load, so that a damaged one
+    stops the run before any training (a RecordError naming it), not after the trainings before it.
+    One that disappears meanwhile was finished by another process sharing OUT."""
+    for cell in {c.training_key: c for c in todo}.values():
+        saved = [(snapshot_path(out, cell), "training snapshot")]
+        if shared[cell.training_key] > 1:
+            saved.append((out / "checkpoints" / f"{cell.training_key}.pt", "checkpoint"))
+        for path, what in saved:
+            try:
+                if path.exists():
+                    load_state(path, what)
+            except RecordError:
+                if path.exists():
+                    raise
+
+
 def run_suite(
     suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=True, shard: tuple[int, int] = (0, 1), only: str | None = None, claims: Path | None = None
 ) -> list[Path]:
@@ -235,6 +252,7 @@ def run_suite(
     print(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run{where} -> {out / 'runs'}", flush=True)
     for name in suite.untuned:
         print(f"  no tuning study for {name}: default hyperparameters", flush=True)
+    check_saved_states(out, todo, shared)
     written, claimed = [], {}  # claimed: training key -> whether this process holds it
     bar = tqdm(todo, desc=f"{suite.name} cells", unit="cell", disable=not progress, dynamic_ncols=True)
     for cell in bar:
@@ -293,7 +311,7 @@ def check_device(device: str) -> None:
                 f"--device {device}: this PyTorch ({torch.__version__}) is built without CUDA; for a CUDA build relax the torch pin "
                 "in pyproject.toml (a CPU wheel) and install a CUDA wheel of torch (https://pytorch.org/get-started/locally/)"
             )
-        if kind.index is not None and kind.index >= torch.cuda.device_count() or not torch.cuda.is_available():
+        if not torch.cuda.is_available() or (kind.index or 0) >= torch.cuda.device_count():
             raise ConfigError(f"--device {device}: no such CUDA device here ({torch.cuda.device_count()} visible)")
     elif kind.type == "mps":
         if not torch.backends.mps.is_available():

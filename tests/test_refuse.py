@@ -67,6 +67,22 @@ def test_cuda_on_a_build_without_cuda_says_how_to_get_one(tmp_path, capsys, suit
     assert not (tmp_path / "out").exists()
 
 
+def test_cuda_devices_are_accepted_where_there_are_gpus(monkeypatch):
+    """What a CUDA machine sees (simulated: this test must run on CPU-only machines too)."""
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device in ("cpu", "cuda", "cuda:0", "cuda:1"):
+        run.check_device(device)
+    with pytest.raises(ConfigError, match=r"--device cuda:2: no such CUDA device here \(2 visible\)"):
+        run.check_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no such CUDA device"):
+        run.check_device("cuda")
+    with pytest.raises(ConfigError, match="not supported"):
+        run.check_device("meta")
+
+
 def test_non_finite_floats_are_refused_for_every_float_field():
     for value in (float("nan"), float("inf"), "-inf", "nan"):
         with pytest.raises(ConfigError, match="is not a finite number"):
@@ -196,11 +212,12 @@ def test_stray_json_in_runs_is_named_and_skipped_by_run_and_report(tmp_path, cap
 # --- damaged snapshots and checkpoints --------------------------------------------------------------
 
 
-def test_a_damaged_snapshot_is_one_line_naming_it(tmp_path, capsys, suite_file):
-    suite_file.write_text(suite_file.read_text().replace('["pop"]', '["sasrec-ce"]') + "[model.all]\nhidden = 8\n")
-    (cell,) = resolve_suite(*load_suite_file(str(suite_file))).cells
+def test_a_damaged_snapshot_is_one_line_naming_it_before_any_training(tmp_path, capsys, suite_file, monkeypatch):
+    suite_file.write_text(suite_file.read_text().replace('["pop"]', '["sasrec-ce"]\nseeds = [0, 1]') + "[model.all]\nhidden = 8\n")
+    first, second = resolve_suite(*load_suite_file(str(suite_file))).cells
+    monkeypatch.setattr(run, "fit", lambda *a, **kw: pytest.fail("trained before refusing"))
     out = tmp_path / "out"
-    snapshot = run.snapshot_path(out, cell)
+    snapshot = run.snapshot_path(out, second)  # the first cell's training would come first
     snapshot.parent.mkdir(parents=True)
     for content in (b"damaged", None):
         if content is None:  # a torch file holding a class: torch's error advises weights_only=False
@@ -209,7 +226,7 @@ def test_a_damaged_snapshot_is_one_line_naming_it(tmp_path, capsys, suite_file):
             snapshot.write_bytes(content)
         err = refused(capsys, ["--suite", str(suite_file), "--out", str(out), "--no-report"], f"{snapshot}: cannot load this training snapshot", "delete it")
         assert "weights_only" not in err
-    assert not (out / "runs").exists() or not list((out / "runs").glob("*.json"))
+    assert not list((out / "runs").glob("*.json"))
 
 
 def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, capsys, suite_file):
