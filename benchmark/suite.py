@@ -173,11 +173,16 @@ def load_suite_file(name_or_path: str) -> tuple[str, dict]:
     """-> (suite name, parsed TOML); a path's relative `file =` entries resolve against its folder."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
-        text, name = path.read_text(), path.stem
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(f"{path}: cannot read as UTF-8 text ({exc})") from None
     elif name_or_path in suite_names():
         text, name, path = resources.files("benchmark.suites").joinpath(f"{name_or_path}.toml").read_text(), name_or_path, None
     else:
         raise ConfigError(f"unknown suite {name_or_path!r} (known: {', '.join(suite_names())}, or a path to a .toml file)")
+    if text.startswith("\ufeff"):
+        raise ConfigError(f"{path or name}: starts with a UTF-8 byte order mark (BOM); save it without one")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

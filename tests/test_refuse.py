@@ -261,6 +261,8 @@ def test_a_byte_order_mark_is_named(tmp_path, capsys, suite_file):
     path = tmp_path / "bom.txt"
     path.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "chain.txt").read_bytes())
     refused(capsys, ["--suite", str(suite_file), "--out", str(tmp_path / "out"), "--file", str(path), "--format", "sequences"], str(path), "byte order mark (BOM)")
+    suite_file.write_bytes(b"\xef\xbb\xbf" + suite_file.read_bytes())
+    refused(capsys, ["--suite", str(suite_file), "--out", str(tmp_path / "out")], str(suite_file), "byte order mark (BOM)")
     assert not (tmp_path / "out").exists()
 
 
