@@ -51,9 +51,7 @@ from benchmark.registry import MODELS, model_spec
 from benchmark.train import MAX_SEED, TrainConfig
 
 SUITE_KEYS = {"description", "datasets", "models", "seeds", "params", "data", "train", "model", "train_model", "tune", "ablation"}
-DATA_KEYS = {"users", "max_len"}
 FILE_KEYS = {"file", "format", "name", "core"}
-TUNE_KEYS = {"trials", "auto", "seed", "pruner", "models", "datasets", "trial_time_budget_s"}
 ABLATION_KEYS = {"model", "datasets", "seeds", "grid", "points", "fixed"}
 MAIN_TAGS = ("default", "tuned")  # tags of the cells that make a suite's main table
 
@@ -96,6 +94,10 @@ class TuneOptions:
         if self.trial_time_budget_s < 0:
             raise ValueError("trial_time_budget_s must be >= 0 (0 = no limit)")
         check_seed(self.seed)
+
+
+DATA_KEYS = {f.name for f in dataclasses.fields(DataOptions)}
+TUNE_KEYS = {f.name for f in dataclasses.fields(TuneOptions)}
 
 
 @dataclass(frozen=True)
