@@ -354,6 +354,10 @@ def resolve_suite(
         raise ConfigError(f"{where}: datasets must be a list")
     refs = dict(_dataset_ref(e, f"{where}: datasets", None if overridden else base_dir, core) for e in entries)
     suite_models = raw.get("models", [])
+    if not (suite_models == "all" or isinstance(suite_models, list) and all(isinstance(m, str) for m in suite_models)):
+        raise ConfigError(f"{where}: models must be \"all\" or a list of model names, got {suite_models!r}")
+    if not isinstance(raw.get("description", ""), str):
+        raise ConfigError(f"{where}: description must be a string")
     chosen = list(models) if models else (list(MODELS) if suite_models in ("all", ["all"]) else list(suite_models))
     for m in chosen:
         if m not in MODELS:
@@ -368,10 +372,10 @@ def resolve_suite(
 
     # Option tables and --set --------------------------------------------------------------------
     data_opts = _check_keys(raw.get("data", {}), DATA_KEYS, f"{where}: [data]")
-    train_opts = dict(raw.get("train", {}))
+    train_opts = _table(raw.get("train", {}), f"{where}: [train]")
     tune_opts = _check_keys(raw.get("tune", {}), TUNE_KEYS, f"{where}: [tune]")
-    model_opts = {k: dict(v) for k, v in raw.get("model", {}).items()}
-    train_model_opts = {k: dict(v) for k, v in raw.get("train_model", {}).items()}
+    model_opts = {k: _table(v, f"{where}: [model.{k}]") for k, v in _table(raw.get("model", {}), f"{where}: [model]").items()}
+    train_model_opts = {k: _table(v, f"{where}: [train_model.{k}]") for k, v in _table(raw.get("train_model", {}), f"{where}: [train_model]").items()}
     for key, value in (sets or {}).items():  # --set train.lr=0.01 / data.users=100 / sasrec-ce.hidden=32 / all.hidden=16 / tune.trials=5
         scope, _, sub = key.partition(".")
         if not sub:

@@ -109,6 +109,11 @@ BASE = {"datasets": ["ml-100k"], "models": ["pop"], "seeds": [0]}
         ({"data": {"max_len": "long"}}, r"data\.max_len: 'long' is not an integer"),
         ({"seeds": [0, 2**32]}, "seeds: seeds must be from 0 to 4294967295"),
         ({"ablation": [{"model": "pop", "points": [{"hidden": 8}], "seeds": [-2]}]}, r"ablation 1 \(pop\)\.seeds: seeds must be from 0"),
+        ({"models": 3}, r"models must be \"all\" or a list of model names, got 3"),
+        ({"description": ["a"]}, "description must be a string"),
+        ({"train": 3}, r"\[train\]: expected a table"),
+        ({"model": {"pop": 3}}, r"\[model\.pop\]: expected a table"),
+        ({"train_model": [1]}, r"\[train_model\]: expected a table"),
     ],
 )
 def test_every_typed_key_of_a_suite_file_is_checked(change, message):
