@@ -164,7 +164,7 @@ def check_writable(folder: str | Path) -> None:
     """Creates `folder` (with its parents) if needed, then a file in it, and removes the file: a
     RecordError naming the folder when that fails (a file in the way, no permission, a read-only
     disk), so a run stops at its start, not at its first record. A failed check leaves no folder
-    behind."""
+    behind; a passed one leaves `folder` (processes started together on one new OUT each find it)."""
     folder = Path(folder)
     blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
