@@ -3,12 +3,14 @@
 Every config in the project is a frozen `@dataclass` defined beside the class it configures. Runs
 build them with `build_config(cls, overrides)`: an unknown key is an error that names the key and
 lists the valid ones, string values from the command line are converted to the field's type, and
-each config's `__post_init__` rejects impossible settings with a `ValueError`.
+each config's `__post_init__` rejects impossible settings with a `ValueError`. A float field takes
+only finite numbers (NaN compares false with every bound a `__post_init__` checks, and is not JSON).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, Literal, Mapping, get_args, get_origin
@@ -52,7 +54,12 @@ def _coerce(value: Any, hint, where: str):
         return _coerce(value, args[0], where)
     if origin in (tuple, list):
         if isinstance(value, str):
-            value = json.loads(value) if value.startswith("[") else [v for v in value.split(",") if v]
+            try:
+                value = json.loads(value) if value.startswith("[") else [v for v in value.split(",") if v]
+            except json.JSONDecodeError:
+                raise ConfigError(f"{where}: {value!r} is not a list (a,b,c or a JSON list)") from None
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {value!r} is not a list")
         (item_hint, *_) = get_args(hint) or (Any,)
         return tuple(_coerce(v, item_hint, where) for v in value)
     if hint is bool:
@@ -66,10 +73,12 @@ def _coerce(value: Any, hint, where: str):
             raise ConfigError(f"{where}: {value!r} is not a number")
         try:
             converted = hint(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise ConfigError(f"{where}: {value!r} is not {'an integer' if hint is int else 'a number'}") from None
         if hint is int and isinstance(value, float) and value != converted:
             raise ConfigError(f"{where}: {value!r} is not an integer")
+        if hint is float and not math.isfinite(converted):
+            raise ConfigError(f"{where}: {value!r} is not a finite number")
         return converted
     if hint is str:
         if not isinstance(value, str):

@@ -13,8 +13,9 @@ Input formats
 ``interactions``
     Tab separated ``user item rating unix_timestamp``, one interaction per line, in any order
     (MovieLens ``u.data``). Each user's interactions are sorted by timestamp, ties kept in file
-    order; then, if ``min_core`` is set, users and items with fewer than ``min_core``
-    interactions are dropped repeatedly until none is left (iterative k-core). Surviving items
+    order; then users and items with fewer than ``min_core`` interactions are dropped repeatedly
+    until none is left (iterative k-core; ``min_core`` is 5 for registered and user files alike
+    unless given, and 1 keeps everything). Surviving items
     are renumbered 1..n in ascending order of their original id, users are listed in ascending
     order of their original id.
 ``pickle``
@@ -69,6 +70,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOWNLOAD_TIMEOUT_S = 30
 MIN_SEQUENCE_LEN = 3  # leave-one-out needs a training item, a validation and a test target
 DEFAULT_MAX_LEN = 50
+DEFAULT_CORE = 5  # iterative k-core of interaction files (ml-100k's, and a user's unless told)
 PICKLE_KEYS = ("train", "val", "test", "umap", "smap")
 
 _INT64_MAX = 2**63 - 1
@@ -172,6 +174,7 @@ class SequenceData:
     sequences: tuple[np.ndarray, ...]
     n_items: int
     max_len: int  # input window of the models (not the longest sequence)
+    unfiltered: tuple[int, int] | None = None  # (users, items) before k-core filtering; None: not filtered
 
     @property
     def n_users(self) -> int:
@@ -318,6 +321,8 @@ def _content_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         with path.open(encoding="utf-8") as handle:
             for lineno, raw in enumerate(handle, start=1):
+                if lineno == 1 and raw.startswith("\ufeff"):
+                    raise DataError(f"{path}: starts with a UTF-8 byte order mark (BOM); save it without one (sed -i '1s/^\\xEF\\xBB\\xBF//' {path})")
                 line = raw.strip()
                 if not line:
                     blank_at = blank_at or lineno
@@ -432,6 +437,13 @@ def read_interactions(
     iterative ``min_core``-core filtering of users and items. Items are renumbered 1..n in
     ascending original id, users are listed in ascending original id.
     """
+    return _interactions(path, min_core, min_items)[0]
+
+
+def _interactions(
+    path: str | Path, min_core: int | None, min_items: int
+) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """``read_interactions`` -> (sequences, (users, items) before the k-core filter)."""
     path = Path(path)
     if min_core is not None and min_core < 1:
         raise ValueError(f"min_core must be >= 1, got {min_core}")
@@ -453,13 +465,16 @@ def read_interactions(
         raise DataError(f"{path}: no interactions")
     user_ids, item_ids, timestamps = (np.array(column, dtype=np.int64) for column in zip(*rows))
     users, user_index = np.unique(user_ids, return_inverse=True)
-    _, item_index = np.unique(item_ids, return_inverse=True)
+    all_items, item_index = np.unique(item_ids, return_inverse=True)
     if min_core is None:
         keep = np.ones(len(rows), dtype=bool)
     else:
         keep = _k_core(user_index, item_index, min_core)
     if not keep.any():
-        raise DataError(f"{path}: no interactions left after {min_core}-core filtering")
+        raise DataError(
+            f"{path}: no interactions left after {min_core}-core filtering of {len(users)} users and "
+            f"{len(all_items)} items; a smaller k (--core K) keeps more"
+        )
     # Sort by user, then timestamp, then file position (np.lexsort: last key is the primary one).
     kept = np.flatnonzero(keep)
     order = kept[np.lexsort((kept, timestamps[kept], user_index[kept]))]
@@ -469,7 +484,7 @@ def read_interactions(
     sequences = [_read_only(seq) for seq in np.split(items, starts[1:])]
     for start, seq in zip(starts, sequences):
         _check_length(len(seq), int(users[user_index[order[start]]]), min_items, str(path))
-    return sequences
+    return sequences, (len(users), len(all_items))
 
 
 class _NoClassUnpickler(pickle.Unpickler):
@@ -549,16 +564,18 @@ def read_pickle(path: str | Path, *, min_items: int = 1) -> list[np.ndarray]:
 # Loading
 
 
-# Parsed datasets of this process, keyed by (path, sha256, format, min_core).
-_PARSED: dict[tuple[str, str, str, int | None], tuple[tuple[np.ndarray, ...], int]] = {}
+# Parsed datasets of this process, keyed by (path, sha256, format, min_core): (sequences, n_items,
+# (users, items) before k-core filtering or None).
+_PARSED: dict[tuple[str, str, str, int | None], tuple[tuple[np.ndarray, ...], int, tuple[int, int] | None]] = {}
 
 
-def _parse(path: Path, fmt: str, min_core: int | None) -> tuple[np.ndarray, ...]:
+def _parse(path: Path, fmt: str, min_core: int | None) -> tuple[tuple[np.ndarray, ...], tuple[int, int] | None]:
     if fmt == "sequences":
-        return tuple(read_sequences(path, min_items=MIN_SEQUENCE_LEN))
+        return tuple(read_sequences(path, min_items=MIN_SEQUENCE_LEN)), None
     if fmt == "interactions":
-        return tuple(read_interactions(path, min_core, min_items=MIN_SEQUENCE_LEN))
-    return tuple(read_pickle(path, min_items=MIN_SEQUENCE_LEN))
+        sequences, unfiltered = _interactions(path, min_core, MIN_SEQUENCE_LEN)
+        return tuple(sequences), unfiltered if min_core is not None else None
+    return tuple(read_pickle(path, min_items=MIN_SEQUENCE_LEN)), None
 
 
 def load_dataset(
@@ -574,7 +591,7 @@ def load_dataset(
 
     A registered file is checked against its sha256 (and downloaded if missing); a user file is
     not checked, but its sha256 is recorded. ``max_len`` and ``min_core`` default to the spec's
-    values (50 and None for user files); ``min_core`` only applies to interactions. Every user
+    values (for user files: 50, and 5 for interactions); ``min_core`` only applies to interactions. Every user
     needs at least 3 items. Parsed data are cached in-process, so repeated loads are cheap.
     """
     if (name is None) == (file is None):
@@ -593,18 +610,24 @@ def load_dataset(
         path = Path(file)
         if fmt not in FORMATS:
             raise DataError(f"{path}: fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory, not a data file")
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         name, sha256 = path.stem, _cached_sha256(path)
         max_len = DEFAULT_MAX_LEN if max_len is None else max_len
+        if min_core is None and fmt == "interactions":
+            min_core = DEFAULT_CORE
     if min_core is not None and fmt != "interactions":
         raise DataError(f"{path}: min_core applies to the interactions format only, not {fmt}")
+    if min_core is not None and min_core < 1:
+        raise DataError(f"{path}: min_core must be >= 1 (1 keeps everything), got {min_core}")
     key = (str(path.resolve()), sha256, fmt, min_core)
     if key not in _PARSED:
-        sequences = _parse(path, fmt, min_core)
-        _PARSED[key] = (sequences, int(max(seq.max() for seq in sequences)))
-    sequences, n_items = _PARSED[key]
-    return SequenceData(name, fmt, str(path), sha256, sequences, n_items, max_len)
+        sequences, unfiltered = _parse(path, fmt, min_core)
+        _PARSED[key] = (sequences, int(max(seq.max() for seq in sequences)), unfiltered)
+    sequences, n_items, unfiltered = _PARSED[key]
+    return SequenceData(name, fmt, str(path), sha256, sequences, n_items, max_len, unfiltered)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,8 +639,10 @@ def _stats_command(args: argparse.Namespace) -> int:
         args.usage_error("--file needs --format and no dataset names")
     if args.file is None and args.format is not None:
         args.usage_error("--format applies to --file only")
+    if args.core is not None and args.format != "interactions":
+        args.usage_error("--core applies to an interactions --file only")
     if args.file is not None:
-        datasets = [load_dataset(file=args.file, fmt=args.format)]
+        datasets = [load_dataset(file=args.file, fmt=args.format, min_core=args.core)]
     else:
         names = args.names or list(DATASETS)
         datasets = [load_dataset(name, data_dir=args.data_dir) for name in names]
@@ -644,6 +669,7 @@ def _build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     stats.add_argument("--file", help="a dataset file of your own instead of registered names")
     stats.add_argument("--format", choices=FORMATS, help="format of --file")
+    stats.add_argument("--core", type=int, metavar="K", help=f"k-core of an interactions --file (default {DEFAULT_CORE}; 1 keeps everything)")
     stats.set_defaults(func=_stats_command, usage_error=stats.error)
     return parser
 

@@ -8,7 +8,9 @@ import hashlib
 import json
 import os
 import platform
+import secrets
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from importlib import metadata
@@ -22,14 +24,26 @@ LOCAL_DIR = PROJECT_ROOT / "runs-local"  # git-ignored: every other run, one fol
 PACKAGES = ("torch", "numpy", "pandas", "scipy", "optuna")
 
 
+class RecordError(Exception):
+    """A file or folder under OUT (a run record, a training snapshot, a checkpoint, OUT itself) that
+    cannot be read or written; the message is one line naming it."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside `path` to write; renames it over `path` when the block ends
-    normally and removes it when the block raises, so `path` is whole or absent."""
+    normally and removes it when the block raises, so `path` is whole or absent. The file gets the
+    mode `open` gives (0666 less the umask), not mkstemp's 0600: a results folder shared between
+    users stays readable to them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:  # another writer's temporary name: draw again
+            continue
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -177,8 +191,61 @@ def environment(device: str) -> dict:
     }
 
 
+def check_writable(folder: str | Path) -> None:
+    """Creates `folder` (with its parents) if needed, then a file in it, and removes the file: a
+    RecordError naming the folder when that fails (a file in the way, no permission, a read-only
+    disk), so a run stops at its start, not at its first record. A failed check leaves no folder
+    behind; a passed one leaves `folder` (processes started together on one new OUT each find it)."""
+    folder = Path(folder)
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise RecordError(f"{blocking}: is a file, not a folder; choose another --out")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        for made in created:  # innermost first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise RecordError(f"{folder}: cannot write there ({exc.strerror or exc}); choose another --out") from None
+
+
+# What every run record has had: the keys a report reads (a JSON object with them is a record).
+RECORD_FIELDS = {"key": str, "dataset": dict, "model": str, "seed": int, "config": dict, "timings": dict, "metrics": dict}
+
+
+def read_record(path: str | Path) -> dict:
+    """The run record in `path`; a RecordError naming the file when it is not JSON (truncated, say)
+    or not a record (see RECORD_FIELDS). OSError (no permission, say) passes through."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}), truncated or not a run record") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: JSON {type(record).__name__}, not a run record")
+    for name, kind in RECORD_FIELDS.items():
+        if not isinstance(record.get(name), kind):
+            raise RecordError(f"{path}: not a run record ({name!r} missing or not a {kind.__name__})")
+    if "name" not in record["dataset"] or "test" not in record["metrics"]:
+        raise RecordError(f"{path}: not a run record (no dataset name or test metrics)")
+    return record
+
+
 def load_records(folder: str | Path) -> list[dict]:
-    """Every run record under `folder/runs/` (or `folder` itself), sorted by file name."""
+    """Every run record under `folder/runs/` (or `folder` itself), sorted by file name; a file that
+    is not one (stray, truncated, unreadable) is named in a warning on stderr and skipped."""
     folder = Path(folder)
     runs = folder / "runs" if (folder / "runs").is_dir() else folder
-    return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
+    records = []
+    for path in sorted(runs.glob("*.json")):
+        try:
+            records.append(read_record(path))
+        except RecordError as exc:
+            print(f"warning: {exc}; skipped", file=sys.stderr)
+        except OSError as exc:
+            print(f"warning: {path}: cannot read ({exc.strerror or exc}); skipped", file=sys.stderr)
+    return records

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import re
 import sys
@@ -42,7 +41,7 @@ from scipy.stats import wilcoxon  # noqa: E402
 from benchmark.config import ConfigError  # noqa: E402
 from benchmark.data import DataError  # noqa: E402
 from benchmark.metrics import SELECTION_METRIC, per_user_metrics  # noqa: E402
-from benchmark.records import RESULTS_DIR, atomic_path, default_out, load_records, tuning_dirs  # noqa: E402
+from benchmark.records import RESULTS_DIR, RecordError, atomic_path, default_out, load_records, read_record, tuning_dirs  # noqa: E402
 from benchmark.registry import MODELS  # noqa: E402
 from benchmark.suite import MAIN_TAGS, committed_suites, load_suite_file, resolve_suite, suite_names  # noqa: E402
 
@@ -670,9 +669,9 @@ def compare(out: str | Path, pattern_a: str, pattern_b: str) -> str:
             if path.suffix != ".json":
                 continue
             try:
-                record = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: not a JSON run record ({exc})") from None
+                record = read_record(path)
+            except RecordError as exc:
+                raise ValueError(str(exc)) from None
             if record["seed"] in by_seed:
                 raise ValueError(f"{pattern!r} matches two records of seed {record['seed']}: {by_seed[record['seed']]['key']} and {record['key']}; narrow it")
             by_seed[record["seed"]] = record

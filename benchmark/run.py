@@ -38,17 +38,17 @@ from tqdm.auto import tqdm
 from benchmark import data as data_mod
 from benchmark.config import ConfigError, build_config, parse_assignments
 from benchmark.metrics import PROTOCOL
-from benchmark.records import RESULTS_DIR, code_digest, default_out, environment, git_commit, tuning_dirs, uncommitted_code, write_json_atomic
+from benchmark.records import RESULTS_DIR, RecordError, check_writable, code_digest, default_out, environment, git_commit, tuning_dirs, uncommitted_code, write_json_atomic
 from benchmark.registry import MODELS, build_model, model_spec
 from benchmark.splits import Split, leave_one_out
 from benchmark.suite import MAIN_TAGS, Cell, Suite, load_suite_file, resolve_suite, suite_names
-from benchmark.train import TrainConfig, evaluate, fit, load_trained, save_trained
+from benchmark.train import TrainConfig, evaluate, fit, load_state, load_trained, save_trained
 
 
 def load_data(cell: Cell, data_dir=None) -> tuple[data_mod.SequenceData, Split, int]:
     """-> (dataset, leave-one-out split, max_len) of a cell (registered name or user file)."""
     if cell.source:
-        ds = data_mod.load_dataset(file=cell.source["file"], fmt=cell.source["format"])
+        ds = data_mod.load_dataset(file=cell.source["file"], fmt=cell.source["format"], min_core=cell.source.get("core"))
         if ds.sha256 != cell.source["sha256"]:
             raise data_mod.DataError(f"{cell.source['file']}: content changed since the suite was resolved (sha256 {ds.sha256[:12]})")
     else:
@@ -79,8 +79,8 @@ def run_cell(
     if reused:
         try:
             fitted, trained_on = load_trained(model, saved, device)
-        except Exception as exc:  # a checkpoint of another version, or damaged: say which file
-            raise data_mod.DataError(f"{saved}: cannot load this checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to train again") from None
+        except (KeyError, TypeError, RuntimeError) as exc:  # loads, but holds another model or version
+            raise RecordError(f"{saved}: cannot load this checkpoint into {cell.model} ({type(exc).__name__}: another version's); delete it to train again") from None
     else:
         found = snapshot is not None and snapshot.exists()
         tag = {"training_key": cell.training_key, "code": code_digest(), "device": env["device"]}
@@ -152,14 +152,21 @@ def record_path(out: Path, cell: Cell) -> Path:
 
 
 def is_done(out: Path, cell: Cell) -> bool:
-    """A record exists for this key and was made by the same resolved cell."""
+    """A record exists for this key and was made by the same resolved cell. A file there that is
+    not a JSON object (truncated, say) is replaced by running the cell; one this process may not
+    read is a RecordError (another user's record is not run again and overwritten)."""
     path = record_path(out, cell)
     if not path.exists():
         return False
     try:
-        stored = json.loads(path.read_text()).get("cell")
-    except (OSError, json.JSONDecodeError):
-        return False  # unreadable: run it again (atomic writes make this rare)
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot read ({exc.strerror or exc}); make it readable, or delete it to run the cell again") from None
+    if not isinstance(stored, dict):
+        return False
+    stored = stored.get("cell")
     if stored is None:
         return True  # records from before cells were stored: the key is the check
     mine, theirs = cell.identity(), dict(stored)
@@ -204,6 +211,23 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return k, n
 
 
+def check_saved_states(out: Path, todo: list[Cell], shared: Counter) -> None:
+    """Loads the snapshots and checkpoints that the cells to run will load, so that a damaged one
+    stops the run before any training (a RecordError naming it), not after the trainings before it.
+    One that disappears meanwhile was finished by another process sharing OUT."""
+    for cell in {c.training_key: c for c in todo}.values():
+        saved = [(snapshot_path(out, cell), "training snapshot")]
+        if shared[cell.training_key] > 1:
+            saved.append((out / "checkpoints" / f"{cell.training_key}.pt", "checkpoint"))
+        for path, what in saved:
+            try:
+                if path.exists():
+                    load_state(path, what)
+            except RecordError:
+                if path.exists():
+                    raise
+
+
 def run_suite(
     suite: Suite, *, out: Path, data_dir=None, device="cpu", progress=True, shard: tuple[int, int] = (0, 1), only: str | None = None, claims: Path | None = None
 ) -> list[Path]:
@@ -230,6 +254,7 @@ def run_suite(
     print(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run{where} -> {out / 'runs'}", flush=True)
     for name in suite.untuned:
         print(f"  no tuning study for {name}: default hyperparameters", flush=True)
+    check_saved_states(out, todo, shared)
     written, claimed = [], {}  # claimed: training key -> whether this process holds it
     bar = tqdm(todo, desc=f"{suite.name} cells", unit="cell", disable=not progress, dynamic_ncols=True)
     for cell in bar:
@@ -267,13 +292,44 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", nargs="+", help="override the suite's datasets")
     p.add_argument("--file", action="append", metavar="PATH", help="a dataset file of your own (with --format); replaces the suite's datasets unless --datasets is given")
     p.add_argument("--format", choices=data_mod.FORMATS, help="format of --file")
+    p.add_argument("--core", type=int, metavar="K", help=f"k of the iterative k-core filter of an interactions --file (default {data_mod.DEFAULT_CORE}, as the registered interaction datasets; 1 keeps everything)")
     p.add_argument("--models", nargs="+", help="override the suite's models")
-    p.add_argument("--seeds", nargs="+", type=int, help="override the suite's seeds")
+    p.add_argument("--seeds", nargs="+", type=int, help="override the suite's seeds (0 to 2**32 - 1)")
     p.add_argument("--set", action="append", metavar="SCOPE.KEY=VALUE", help="override a setting (train.lr=0.01, data.users=100, sasrec-ce.hidden=32, all.hidden=16, tune.trials=5)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--allow-dirty", action="store_true", help="write into results/ even though the code has uncommitted changes")
+
+
+def check_device(device: str) -> None:
+    """A ConfigError unless `device` names a device this torch build can use (cpu, cuda[:N], mps)."""
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: not a device (cpu, cuda, cuda:N, mps)") from None
+    if kind.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ConfigError(
+                f"--device {device}: this PyTorch ({torch.__version__}) is built without CUDA; for a CUDA build relax the torch pin "
+                "in pyproject.toml (a CPU wheel) and install a CUDA wheel of torch (https://pytorch.org/get-started/locally/)"
+            )
+        if not torch.cuda.is_available() or (kind.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    elif kind.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {device}: MPS is not available here")
+    elif kind.type != "cpu":
+        raise ConfigError(f"--device {device!r}: not supported (cpu, cuda, cuda:N, mps)")
+
+
+def check_arguments(args) -> None:
+    """Options checked before anything is read or written (a ConfigError naming the option)."""
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: must be >= 0 (0 = torch's default)")
+    if args.core is not None and (args.core < 1 or args.format != "interactions"):
+        raise ConfigError(f"--core {args.core}: needs K >= 1 and an interactions --file")
+    check_device(args.device)
 
 
 def suite_from_args(args, p: argparse.ArgumentParser) -> Suite:
@@ -285,10 +341,13 @@ def suite_from_args(args, p: argparse.ArgumentParser) -> Suite:
     args.out = str(out_folder(args, name, raw))
     files = [(f, args.format) for f in args.file or []]
     suite = resolve_suite(
-        name, raw, datasets=args.datasets, models=args.models, seeds=args.seeds, sets=parse_assignments(args.set), files=files, tuning_dir=tuning_dirs(args.out)
+        name, raw, datasets=args.datasets, models=args.models, seeds=args.seeds, sets=parse_assignments(args.set), files=files, core=args.core, tuning_dir=tuning_dirs(args.out)
     )
     for cell in {(c.dataset, json.dumps(c.source)): c for c in suite.cells + suite.tune_cells}.values():  # missing data fails before training
-        load_data(cell, args.data_dir)
+        ds, _, _ = load_data(cell, args.data_dir)
+        if cell.source and ds.unfiltered:
+            (users, items), k = ds.unfiltered, cell.source["core"]
+            print(f"{ds.path}: {k}-core filtering removed {users - ds.n_users} of {users} users and {items - ds.n_items} of {items} items", flush=True)
     return suite
 
 
@@ -357,14 +416,16 @@ def main(argv=None) -> int:
         return 0
     if not args.suite:
         p.error("--suite is required (or --list)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
+        check_arguments(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         shard = parse_shard(args.shard)
         suite = suite_from_args(args, p)
         out = Path(args.out)
         if not args.allow_dirty:
             check_committed_code(out, "benchmark.run")
+        check_writable(out / "runs")
         if suite.tune["auto"] and not args.no_tune:
             from benchmark.tune import tune_suite
 
@@ -376,7 +437,7 @@ def main(argv=None) -> int:
 
             for path in write_report(out, suites=[suite.name]):
                 print(f"wrote {path}")
-    except (ConfigError, data_mod.DataError) as exc:
+    except (ConfigError, data_mod.DataError, RecordError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

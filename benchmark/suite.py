@@ -5,12 +5,13 @@ Keys of a suite file (every key is optional except datasets and models):
     commit = true                           # its records are committed: runs write into results/ by
                                             # default (packaged suites only; default false)
     datasets = ["ml-100k", "beauty", {file = "my.txt", format = "sequences"}]  # names or user files
+                                            # (an interactions file takes core = K: its k-core, default 5)
     models = "all" | ["sasrec-ce", ...]     # registered model names
-    seeds = [0, 1, 2]
+    seeds = [0, 1, 2]                       # 0 to 2**32 - 1
     params = "defaults" | "tuned"           # tuned: best trial of the (dataset, model) study when
                                             # one was exported to OUT/tuning/ (else results/tuning/),
                                             # else the defaults
-    [data]   users = 300, max_len = 50      # data options for every dataset (users: first N only)
+    [data]   users = 300, max_len = 50      # data options for every dataset (users: first N only), >= 1
     [train]  epochs = 2, ...                # TrainConfig overrides for every model
     [model.all]   hidden = 16               # applied to every model whose config has the key
     [model.NAME]  key = value               # one model's config overrides
@@ -43,22 +44,63 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import tomllib
 
 from benchmark.config import ConfigError, build_config, config_dict
-from benchmark.data import DATASETS, FORMATS, DataError, sha256_file
+from benchmark.data import DATASETS, DEFAULT_CORE, FORMATS, DataError, sha256_file
 from benchmark.registry import MODELS, model_spec
-from benchmark.train import TrainConfig
+from benchmark.train import MAX_SEED, TrainConfig
 
 SUITE_KEYS = {"commit", "description", "datasets", "models", "seeds", "params", "data", "train", "model", "train_model", "tune", "ablation"}
-DATA_KEYS = {"users", "max_len"}
-FILE_KEYS = {"file", "format", "name"}
-TUNE_KEYS = {"trials", "auto", "seed", "pruner", "models", "datasets", "trial_time_budget_s"}
+FILE_KEYS = {"file", "format", "name", "core"}
 ABLATION_KEYS = {"model", "datasets", "seeds", "grid", "points", "fixed"}
-PRUNERS = ("median", "none")
 MAIN_TAGS = ("default", "tuned")  # tags of the cells that make a suite's main table
-TUNE_DEFAULTS = {"trials": 20, "auto": False, "seed": 0, "pruner": "median", "trial_time_budget_s": 0.0}
+
+
+def check_seed(seed: int, name: str = "seed") -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be from 0 to {MAX_SEED} (2**32 - 1, what numpy's seeding takes), got {seed}")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """A suite's [data] table (and --set data.KEY=VALUE): options for every dataset of the suite.
+    A cell stores only the keys that were set, so adding a field here changes no cell's key."""
+
+    users: int | None = None  # the first N users only (None: all)
+    max_len: int | None = None  # input window of the models (None: the dataset's)
+
+    def __post_init__(self):
+        for name in ("users", "max_len"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """A suite's [tune] table (and --set tune.KEY=VALUE), read by `benchmark.tune`."""
+
+    trials: int = 20  # trial budget per study
+    auto: bool = False  # benchmark.run tunes before training
+    seed: int = 0
+    pruner: Literal["median", "none"] = "median"
+    models: tuple[str, ...] = ()  # () = the suite's models
+    datasets: tuple[str, ...] = ()  # () = the suite's datasets
+    trial_time_budget_s: float = 0.0  # seconds of training per trial (0 = no limit), every model alike
+
+    def __post_init__(self):
+        if self.trials < 1:
+            raise ValueError("trials must be >= 1")
+        if self.trial_time_budget_s < 0:
+            raise ValueError("trial_time_budget_s must be >= 0 (0 = no limit)")
+        check_seed(self.seed)
+
+
+DATA_KEYS = {f.name for f in dataclasses.fields(DataOptions)}
+TUNE_KEYS = {f.name for f in dataclasses.fields(TuneOptions)}
 
 
 @dataclass(frozen=True)
@@ -136,11 +178,16 @@ def load_suite_file(name_or_path: str) -> tuple[str, dict]:
     """-> (suite name, parsed TOML); a path's relative `file =` entries resolve against its folder."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
-        text, name = path.read_text(), path.stem
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(f"{path}: cannot read as UTF-8 text ({exc})") from None
     elif name_or_path in suite_names():
         text, name, path = resources.files("benchmark.suites").joinpath(f"{name_or_path}.toml").read_text(), name_or_path, None
     else:
         raise ConfigError(f"unknown suite {name_or_path!r} (known: {', '.join(suite_names())}, or a path to a .toml file)")
+    if text.startswith("\ufeff"):
+        raise ConfigError(f"{path or name}: starts with a UTF-8 byte order mark (BOM); save it without one")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -187,8 +234,10 @@ def _check_keys(table, allowed: set[str], where: str) -> dict:
     return dict(table)
 
 
-def _dataset_ref(entry, where: str, base_dir: str | None) -> tuple[str, dict]:
-    """A `datasets` entry -> (name, source); a user file is hashed so its content keys the cells."""
+def _dataset_ref(entry, where: str, base_dir: str | None, core: int | None = None) -> tuple[str, dict]:
+    """A `datasets` entry -> (name, source); a user file is hashed so its content keys the cells. An
+    interactions file's source names its k-core (the entry's `core`, else `core`, else 5, as the
+    registered interaction datasets)."""
     if isinstance(entry, str):
         if entry not in DATASETS:
             raise ConfigError(f"{where}: unknown dataset {entry!r} (known: {', '.join(DATASETS)}; or {{file = PATH, format = FORMAT}})")
@@ -199,13 +248,23 @@ def _dataset_ref(entry, where: str, base_dir: str | None) -> tuple[str, dict]:
     path = Path(entry["file"]).expanduser()
     if not path.is_absolute() and base_dir:
         path = Path(base_dir) / path
+    if path.is_dir():
+        raise ConfigError(f"{where}: dataset file {str(path)!r} is a directory; give the data file in it")
     if not path.is_file():
         raise ConfigError(f"{where}: dataset file {str(path)!r} does not exist")
     try:
         sha = sha256_file(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
-    return entry.get("name", path.stem), {"file": str(path.resolve()), "format": entry["format"], "sha256": sha}
+    source = {"file": str(path.resolve()), "format": entry["format"], "sha256": sha}
+    k = entry.get("core", core)
+    if entry["format"] == "interactions":
+        source["core"] = DEFAULT_CORE if k is None else k
+        if isinstance(source["core"], bool) or not isinstance(source["core"], int) or source["core"] < 1:
+            raise ConfigError(f"{where}: core of {str(path)!r} must be an integer >= 1, got {source['core']!r}")
+    elif "core" in entry:
+        raise ConfigError(f"{where}: core applies to interactions files only, not {entry['format']}")
+    return entry.get("name", path.stem), source
 
 
 def split_setting(setting: dict, model: str, where: str) -> tuple[dict, dict]:
@@ -260,9 +319,14 @@ def _ablation_points(ab: dict, where: str) -> list[dict]:
     return [dict(p) for p in points]
 
 
-def _int_list(values, where: str) -> list[int]:
+def _seed_list(values, where: str) -> list[int]:
     if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ConfigError(f"{where}: expected a non-empty list of integers, got {values!r}")
+    for seed in values:
+        try:
+            check_seed(seed, "seeds")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return list(values)
 
 
@@ -279,14 +343,16 @@ def resolve_suite(
     seeds=None,
     sets: dict | None = None,
     files: list[tuple[str, str]] | None = None,
+    core: int | None = None,
     tuning_dir: str | Path | None = None,
 ) -> Suite:
     """Validates a suite (plus command-line overrides) and expands it into cells.
 
     `datasets`, `models`, `seeds` replace the suite's (ablations keep only the chosen datasets and
     models); `files` are user dataset files [(path, format)] that join `datasets` (or replace the
-    suite's datasets when `datasets` is not given); `sets` are --set assignments; `tuning_dir`
-    holds exported studies (needed for params = "tuned"; a list: the first that holds a study)."""
+    suite's datasets when `datasets` is not given) and `core` their k-core (interactions files);
+    `sets` are --set assignments; `tuning_dir` holds exported studies (needed for params = "tuned";
+    a list: the first that holds a study)."""
     where = f"suite {name}"
     raw = dict(raw)
     base_dir = raw.pop("_base_dir", None)
@@ -302,14 +368,18 @@ def resolve_suite(
     entries = list(datasets or []) + [{"file": f, "format": fmt} for f, fmt in files or []] if overridden else raw.get("datasets", [])
     if not isinstance(entries, list):
         raise ConfigError(f"{where}: datasets must be a list")
-    refs = dict(_dataset_ref(e, f"{where}: datasets", None if overridden else base_dir) for e in entries)
+    refs = dict(_dataset_ref(e, f"{where}: datasets", None if overridden else base_dir, core) for e in entries)
     suite_models = raw.get("models", [])
+    if not (suite_models == "all" or isinstance(suite_models, list) and all(isinstance(m, str) for m in suite_models)):
+        raise ConfigError(f"{where}: models must be \"all\" or a list of model names, got {suite_models!r}")
+    if not isinstance(raw.get("description", ""), str):
+        raise ConfigError(f"{where}: description must be a string")
     chosen = list(models) if models else (list(MODELS) if suite_models in ("all", ["all"]) else list(suite_models))
     for m in chosen:
         if m not in MODELS:
             raise ConfigError(f"{where}: unknown model {m!r} (known: {', '.join(MODELS)})")
     seeds_overridden = bool(seeds)
-    seeds = _int_list(list(seeds) if seeds else raw.get("seeds", [0]), f"{where}: seeds")
+    seeds = _seed_list(list(seeds), "--seeds") if seeds else _seed_list(raw.get("seeds", [0]), f"{where}: seeds")
     if not refs or not chosen:
         raise ConfigError(f"{where}: needs at least one dataset and one model")
     params_mode = raw.get("params", "defaults")
@@ -318,10 +388,10 @@ def resolve_suite(
 
     # Option tables and --set --------------------------------------------------------------------
     data_opts = _check_keys(raw.get("data", {}), DATA_KEYS, f"{where}: [data]")
-    train_opts = dict(raw.get("train", {}))
+    train_opts = _table(raw.get("train", {}), f"{where}: [train]")
     tune_opts = _check_keys(raw.get("tune", {}), TUNE_KEYS, f"{where}: [tune]")
-    model_opts = {k: dict(v) for k, v in raw.get("model", {}).items()}
-    train_model_opts = {k: dict(v) for k, v in raw.get("train_model", {}).items()}
+    model_opts = {k: _table(v, f"{where}: [model.{k}]") for k, v in _table(raw.get("model", {}), f"{where}: [model]").items()}
+    train_model_opts = {k: _table(v, f"{where}: [train_model.{k}]") for k, v in _table(raw.get("train_model", {}), f"{where}: [train_model]").items()}
     for key, value in (sets or {}).items():  # --set train.lr=0.01 / data.users=100 / sasrec-ce.hidden=32 / all.hidden=16 / tune.trials=5
         scope, _, sub = key.partition(".")
         if not sub:
@@ -337,10 +407,8 @@ def resolve_suite(
         else:
             raise ConfigError(f"--set {key}: unknown scope {scope!r} (train, data, tune, all, or one of {', '.join(MODELS)})")
     _check_keys(data_opts, DATA_KEYS, f"{where}: data")
-    try:
-        data_opts = {k: int(v) for k, v in data_opts.items()}
-    except ValueError:
-        raise ConfigError(f"{where}: data options must be integers, got {data_opts}") from None
+    checked = build_config(DataOptions, data_opts, where=f"{where}: data")
+    data_opts = {k: getattr(checked, k) for k in data_opts if getattr(checked, k) is not None}
     for scope in list(model_opts) + list(train_model_opts):
         if scope != "all" and scope not in MODELS:
             raise ConfigError(f"{where}: unknown model {scope!r} in [model.{scope}] or [train_model.{scope}] (known: {', '.join(MODELS)})")
@@ -405,7 +473,7 @@ def resolve_suite(
             ab_refs = {d: s for d, s in ab_refs.items() if d in refs} if overridden else ab_refs
         else:
             ab_refs = refs
-        ab_seeds = _int_list(ab["seeds"], f"{aw}.seeds") if "seeds" in ab and not seeds_overridden else seeds
+        ab_seeds = _seed_list(ab["seeds"], f"{aw}.seeds") if "seeds" in ab and not seeds_overridden else seeds
         if models and model not in models:
             continue
         spec = model_spec(model)
@@ -447,21 +515,4 @@ def resolve_suite(
 
 
 def _resolve_tune(opts: dict, where: str) -> dict:
-    tune = {**TUNE_DEFAULTS, "models": [], "datasets": [], **opts}
-    try:
-        tune["trials"], tune["seed"] = int(tune["trials"]), int(tune["seed"])
-        tune["trial_time_budget_s"] = float(tune["trial_time_budget_s"])
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: [tune] trials and seed must be integers, trial_time_budget_s a number") from None
-    if isinstance(tune["auto"], str):
-        tune["auto"] = tune["auto"].lower() in ("true", "1", "yes")
-    if tune["trials"] < 1:
-        raise ConfigError(f"{where}: [tune] trials must be >= 1")
-    if tune["trial_time_budget_s"] < 0:
-        raise ConfigError(f"{where}: [tune] trial_time_budget_s must be >= 0 (0 = no limit)")
-    if tune["pruner"] not in PRUNERS:
-        raise ConfigError(f"{where}: [tune] pruner must be one of {', '.join(PRUNERS)}")
-    for key in ("models", "datasets"):
-        if not isinstance(tune[key], list):
-            raise ConfigError(f"{where}: [tune] {key} must be a list")
-    return tune
+    return config_dict(build_config(TuneOptions, opts, where=f"{where}: [tune]"))

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from benchmark.metrics import KS, SELECTION_METRIC, metrics_from_ranks, ranks_unmasked_and_masked
 from benchmark.model import Batch, SeqRecModel
-from benchmark.records import atomic_path
+from benchmark.records import RecordError, atomic_path
 from benchmark.splits import EvalSet, Split
 
 
@@ -45,6 +45,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.lr <= 0 or self.weight_decay < 0 or self.time_budget_s < 0:
             raise ValueError("lr must be > 0; weight_decay and time_budget_s >= 0")
+
+
+MAX_SEED = 2**32 - 1  # np.random.seed (legacy seeding) takes 0..2**32 - 1; torch takes more
 
 
 def seed_everything(seed: int) -> None:
@@ -122,10 +125,23 @@ def save_trained(model: SeqRecModel, fitted: FitResult, path: str | Path, about:
     return Path(path)
 
 
+def load_state(path: str | Path, what: str, device="cpu") -> dict:
+    """`torch.load(path, weights_only=True)`; a file that does not load (damaged, or another
+    format) is a RecordError naming it and `what` it should be. Torch's own message is left out: it
+    advises `weights_only=False`, which would let the file run code."""
+    try:
+        state = torch.load(path, weights_only=True, map_location=device)
+    except Exception as exc:  # written atomically, so this is another format or a damaged disk
+        raise RecordError(f"{path}: cannot load this {what} ({type(exc).__name__}: damaged, or not one); delete it to train again") from None
+    if not isinstance(state, dict):
+        raise RecordError(f"{path}: cannot load this {what} (it holds a {type(state).__name__}); delete it to train again")
+    return state
+
+
 def load_trained(model: SeqRecModel, path: str | Path, device="cpu") -> tuple[FitResult, dict]:
     """Loads what `save_trained` wrote into `model` (tensors and plain data only: weights_only);
     -> (training history, about)."""
-    state = torch.load(path, weights_only=True, map_location=device)
+    state = load_state(path, "checkpoint", device)
     model.to(device)
     model.load_state_dict(state["model"])
     return FitResult(**state["fit"]), state["about"]
@@ -185,11 +201,8 @@ def fit(
     best, best_state, evals_without_gain = -1.0, None, 0
     tag = snapshot_tag or {}
     if snapshot is not None and Path(snapshot).exists():
-        try:
-            state = torch.load(snapshot, weights_only=True, map_location=device)
-        except Exception as exc:  # written atomically, so this is another format or a damaged disk
-            raise RuntimeError(f"{snapshot}: cannot load this training snapshot ({type(exc).__name__}: {str(exc)[:200]}); delete it to train from the start") from None
-        if state["tag"] == tag:
+        state = load_state(snapshot, "training snapshot", device)
+        if state.get("tag") == tag:
             result, best, best_state, evals_without_gain = _restore(state, model, optimizers, rng, device)
             result.resumed_at.append(result.epochs_run)
     epochs = range(0) if result.stopped else range(result.epochs_run + 1, cfg.epochs + 1)  # a resumed run may be over

@@ -48,7 +48,7 @@ from benchmark.config import ConfigError, build_config
 from benchmark.metrics import SELECTION_METRIC
 from benchmark.records import environment, write_json_atomic
 from benchmark.registry import build_model, model_spec
-from benchmark.run import add_suite_arguments, check_committed_code, load_data, print_listing, suite_from_args
+from benchmark.run import add_suite_arguments, check_arguments, check_committed_code, load_data, print_listing, suite_from_args
 from benchmark.suite import Cell, Suite, split_setting, best_params_path, tuning_study
 from benchmark.train import TrainConfig, fit
 
@@ -372,9 +372,10 @@ def main(argv=None) -> int:
         p.error("--suite is required (or --list)")
     if args.trials is not None:
         args.set = (args.set or []) + [f"tune.trials={args.trials}"]
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
+        check_arguments(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         suite = suite_from_args(args, p)
         if not args.allow_dirty:
             check_committed_code(Path(args.out), "benchmark.tune")

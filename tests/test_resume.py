@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.data import DataError
-from benchmark.records import PROJECT_ROOT, atomic_path, code_digest, module_closure, write_json_atomic
+from benchmark.records import PROJECT_ROOT, RecordError, atomic_path, code_digest, module_closure, write_json_atomic
 from benchmark.run import is_done, record_path, remove_stale_temps, run_suite
 from benchmark.suite import load_suite_file, resolve_suite
 from tests.synthetic import chain_dataset, write_sequences
@@ -176,7 +175,7 @@ def test_sampler_points_train_once_and_resume_from_the_checkpoint(tmp_path, monk
     # a damaged checkpoint is an error that names it, not a silent retraining
     saved.write_bytes(b"not a checkpoint")
     next((tmp_path / "out" / "runs").glob("*.json")).unlink()
-    with pytest.raises(DataError, match=f"{saved.name}: cannot load this checkpoint"):
+    with pytest.raises(RecordError, match=f"{saved.name}: cannot load this checkpoint"):
         run_suite(suite, out=tmp_path / "out", progress=False)
 
 

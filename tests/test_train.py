@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.records import RecordError
 from benchmark.registry import build_model
 from benchmark.splits import leave_one_out
 from benchmark.train import TrainConfig, evaluate, fit, train_batches
@@ -105,5 +106,5 @@ def test_a_snapshot_with_another_tag_is_ignored_and_a_finished_one_trains_no_mor
     other = fit(model, split, cfg, seed=0, progress=False, snapshot=snap, snapshot_tag={"code": "b"})
     assert other.resumed_at == [] and other.epoch_seconds != first.epoch_seconds  # trained from the start
     snap.write_bytes(b"damaged")
-    with pytest.raises(RuntimeError, match="snap.pt: cannot load this training snapshot"):
+    with pytest.raises(RecordError, match="snap.pt: cannot load this training snapshot"):
         fit(model, split, cfg, seed=0, progress=False, snapshot=snap)
