@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from benchmark.metrics import SELECTION_METRIC  # noqa: E402
 from benchmark.suite import MAIN_TAGS  # noqa: E402
@@ -34,6 +35,14 @@ MODEL_COLORS = {
 }
 OTHER_COLORS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#c49c94", "#f7b6d2", "#dbdb8d", "#393b79")
 DEVICE_MARKERS = "o^sDvP"
+# Series that are not models (samplers, datasets, noisings) are drawn in greys with line styles and
+# markers, so no colour in any figure means anything but a model.
+SERIES_STYLES = tuple(dict(color=c, linestyle=ls, marker=m) for c, ls, m in
+                      (("black", "-", "o"), ("0.5", "--", "s"), ("black", ":", "^"), ("0.5", "-.", "D"), ("0.25", (0, (5, 1)), "v"), ("0.65", "-", "P")))
+
+
+def series_style(i: int) -> dict:
+    return SERIES_STYLES[i % len(SERIES_STYLES)]
 CURVE_BASE_KEYS = {"epoch", "valid", "eval_seconds", "loss"}
 
 
@@ -81,9 +90,9 @@ def figure_steps(part: pd.DataFrame, folder: Path) -> list[Path]:
         for key, sampler, short in (("cfg.sampler_steps", "strided", "k"), ("cfg.samples", "average", "m")):
             if key in d:
                 label = label + np.where(d["cfg.sampler"] == sampler, d[key].map(lambda v: f" {short}={v:g}"), "")
-        for name, rows in d.assign(label=label).groupby("label"):
+        for i, (name, rows) in enumerate(d.assign(label=label).groupby("label")):
             s = rows.groupby("cfg.steps")["test/NDCG@10"].agg(["mean", "std"]).fillna(0.0)
-            ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=name)
+            ax.errorbar(s.index, s["mean"], yerr=s["std"], capsize=3, label=name, **series_style(i))
         ax.set_xscale("log")
         steps = sorted(d["cfg.steps"].unique())
         ax.set_xticks(steps, [f"{v:g}" for v in steps])
@@ -105,7 +114,8 @@ def figure_noise(part: pd.DataFrame, folder: Path) -> list[Path]:
     fig, axes = panels(2, "Does DiffRec rank better when it noises only the target or the whole sequence?")
     for ax, metric in zip(axes, ("NDCG@10", "HR@10")):
         s = part.groupby(["dataset", "noising"])[f"test/{metric}"].agg(["mean", "std"]).fillna(0.0)
-        s["mean"].unstack("noising").plot.bar(ax=ax, yerr=s["std"].unstack("noising"), capsize=3, rot=0)
+        means = s["mean"].unstack("noising")
+        means.plot.bar(ax=ax, yerr=s["std"].unstack("noising"), capsize=3, rot=0, color=[("0.3", "0.75")[i % 2] for i in range(means.shape[1])], edgecolor="black")
         ax.set(ylabel=f"test {metric}", xlabel="", title=metric)
         ax.get_legend().remove()  # one legend for both panels, outside them: it covers no bar
     fig.legend(*axes[0].get_legend_handles_labels(), title="noise (sampler)", loc="outside right upper", fontsize=7, title_fontsize=7)
@@ -140,6 +150,10 @@ def figure_cost(points: pd.DataFrame, folder: Path) -> list[Path]:
         front = pareto_front(here)
         ax.step(front.cost, front.ndcg, where="post", color="0.4", linestyle="--", linewidth=0.8, zorder=1)
         ax.set_xscale("log")
+        lo, hi = ax.get_xlim()  # within two decades label 0.1, 0.2, 0.5, 1; over more, the powers of ten alone
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if hi / lo < 100 else (1,)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels pile up when the axis spans under a decade
         ax.set(title=dataset, xlabel="test inference seconds per 1,000 users", ylabel="test NDCG@10")
     shown = points[points.dataset.isin(datasets)]
     handles = [Line2D([], [], linestyle="", marker="o", markersize=7, markerfacecolor=model_color(m), markeredgecolor="black", markeredgewidth=0.4, label=m)
@@ -183,10 +197,10 @@ def figure_diagnostics(main: pd.DataFrame, records: list[dict], folder: Path) ->
             continue
         fig, axes = panels(len(keys), f"How do {model}'s training diagnostics move over the epochs (lowest seed, one line per dataset)?", 3.6, 2.8)
         for ax, key in zip(axes, keys):
-            for dataset, curve in curves.items():
+            for i, (dataset, curve) in enumerate(curves.items()):
                 pts = [(p["epoch"], p[key]) for p in curve if key in p]
                 if pts:
-                    ax.plot(*zip(*pts), marker=".", label=dataset)
+                    ax.plot(*zip(*pts), markersize=3, label=dataset, **series_style(i))
             ax.set(title=key, xlabel="epoch")
             ax.legend(fontsize=7)
         paths += save(fig, folder, f"diagnostics_{model}")

@@ -368,9 +368,9 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def tex_caption(suite: str, split_title: str, what: str, note: str, see: str = "") -> str:
+def tex_caption(suite: str, split_title: str, note: str, see: str = "") -> str:
     """A LaTeX caption from plain text; `see` (a label) adds a reference to the companion table."""
-    head = latex_escape(f"Suite {suite}, {split_title.split(' (')[0].lower()} test metrics: {what}")
+    head = latex_escape(f"Suite {suite}, {split_title.split(' (')[0].lower()}")
     return head + (rf" (standard deviations: Table~\ref{{{see}}})" if see else "") + ". " + latex_escape(note.replace("**bold**", "bold").replace("<ins>underlined</ins>", "underlined"))
 
 
@@ -394,15 +394,15 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
         md_sections.append(f"## {title}\n\nProtocol card:\n\n{card_markdown(card)}\n\n{note}\n\n{markdown_tables(bs, alone)}\n")
         if bs:
             label = f"tab:{suite}-{split}"
-            std_note = f"Test metrics ×100; a model with one seed has none. {DIRTY_NOTE}."
+            std_note = f"Test metrics ×100, standard deviation over seeds (a model with one seed has none). {DIRTY_NOTE}."
             tex_sections.append(
                 f"% Protocol card ({title})\n{card_latex(card)}\n"
-                + latex_means(bs, tex_caption(suite, title, "mean over seeds", note, see=f"{label}-std"), label) + "\n\n"
-                + latex_stds(bs, tex_caption(suite, title, "standard deviation over seeds", std_note), f"{label}-std") + "\n"
+                + latex_means(bs, tex_caption(suite, title, note, see=f"{label}-std"), label) + "\n\n"
+                + latex_stds(bs, tex_caption(suite, title, std_note), f"{label}-std") + "\n"
             )
     summary = {"suite": suite, "tables": [], "figures": [], "records": len(frame), "main": md_sections, "card": card, "tex": ""}
     if md_sections:
-        cost = cost_frame(main)
+        cost = cost_frame(main[main.dataset.isin(main.groupby("dataset").model.nunique().loc[lambda n: n > 1].index)])  # as the main tables
         md_sections.append(f"## Cost\n\n{COST_NOTE}\n\n{markdown_cost(cost)}\n")
         tex_sections.append(latex_cost(cost, latex_escape(f"Suite {suite}: parameters and training seconds (mean over seeds). " + COST_NOTE.replace("the devices column names where the seeds ran", f"tables/{suite}.md names the devices")), f"tab:{suite}-cost") + "\n")
         summary["tex"] = "\n".join(tex_sections)
@@ -424,6 +424,8 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
             summary["figures"] += fig.figure_curves(main, records, figures) + fig.figure_diagnostics(main, records, figures)
         for stale in (p for p in (figures.iterdir() if figures.is_dir() else []) if p.suffix in (".png", ".pdf") and p not in summary["figures"]):
             stale.unlink()  # a figure these records no longer draw (a panel left out) must not stay linked
+    if (tables / f"{suite}.pdf").exists():  # written by --pdf only; linked while it exists
+        summary["tables"].append(tables / f"{suite}.pdf")
     summary["missing"] = missing_cells(defined, {records[i]["key"] for i in frame.i})
     return summary
 
@@ -549,7 +551,7 @@ def write_report(out: str | Path, suites: list[str] | None = None, *, pdf: bool 
     found = list(dict.fromkeys(r.get("suite", "") for r in records))
     # The README covers every suite with records; suites not asked for keep their figures as they are.
     summaries = [suite_report(s, records, out, draw=suites is None or s in suites) for s in found]
-    paths = [p for s in summaries if suites is None or s["suite"] in suites for p in s["tables"] + s["figures"]]
+    paths = [p for s in summaries if suites is None or s["suite"] in suites for p in s["tables"] + s["figures"] if p != out / "tables" / f"{s['suite']}.pdf"]
     if pdf:
         paths += [write_pdf(s, out) for s in summaries if (suites is None or s["suite"] in suites) and s["tex"]]
     paths.append(write_text(out / "README.md", readme(summaries, out)))

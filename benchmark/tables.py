@@ -285,7 +285,7 @@ def tex_header(models: list[str], extra: list[str], first: str = "") -> list[str
 
 def tex_table(body: list[str], columns: str, caption: str, label: str) -> str:
     return "\n".join(
-        [r"\begin{table*}[tbp]", r"\centering", r"\benchtablesize", r"\setlength{\tabcolsep}{3pt}", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+        [r"\begin{table*}[tbp]", r"\centering", r"\benchtablesize", r"\setlength{\tabcolsep}{3pt}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\smallskip",
          rf"\begin{{tabular}}{{{columns}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
     )
 
