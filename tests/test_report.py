@@ -154,6 +154,7 @@ def compile_tables(tex: Path, tmp_path: Path) -> None:
     """Compiles `tex` on both pages with pdflatex; fails on any LaTeX error or overfull box."""
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex not installed (Debian: apt-get install texlive-latex-recommended; .ci/run installs it)")
+    assert "\\resizebox" not in tex.read_text(), f"{tex}: a scaled table hides how wide it is"
     for name, preamble in PAGES.items():
         folder = tmp_path / f"{tex.stem}-{name}"
         folder.mkdir()
