@@ -404,7 +404,7 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
     if md_sections:
         cost = cost_frame(main[main.dataset.isin(main.groupby("dataset").model.nunique().loc[lambda n: n > 1].index)])  # as the main tables
         md_sections.append(f"## Cost\n\n{COST_NOTE}\n\n{markdown_cost(cost)}\n")
-        tex_sections.append(latex_cost(cost, latex_escape(f"Suite {suite}: parameters and training seconds (mean over seeds). " + COST_NOTE.replace("the devices column names where the seeds ran", f"tables/{suite}.md names the devices")), f"tab:{suite}-cost") + "\n")
+        tex_sections.append(latex_cost(cost, latex_escape(f"Suite {suite}: parameters, training and test seconds (mean over seeds). " + COST_NOTE.replace("test s / 1k users", "test s/1k").replace("the devices column names where the seeds ran", f"tables/{suite}.md names the devices")), f"tab:{suite}-cost") + "\n")
         summary["tex"] = "\n".join(tex_sections)
         summary["tables"] += [
             write_text(tables / f"{suite}.md", f"# Suite `{suite}`: test metrics\n\n" + "\n".join(md_sections)),

@@ -330,9 +330,9 @@ def latex_cost(cost: pd.DataFrame, caption: str, label: str) -> str:
     models = [m for _, ms in column_groups(cost.model) for m in ms]
     by = cost.set_index(["dataset", "model"])
     body = [
-        " & ".join([""] + [rf"\multicolumn{{2}}{{c}}{{{latex_escape(d)}}}" for d in datasets]) + r" \\",
-        "".join(rf"\cmidrule(lr){{{2 + 2 * i}-{3 + 2 * i}}}" for i in range(len(datasets))),
-        " & ".join(["Model"] + ["Params", "Train s"] * len(datasets)) + r" \\",
+        " & ".join([""] + [rf"\multicolumn{{3}}{{c}}{{{latex_escape(d)}}}" for d in datasets]) + r" \\",
+        "".join(rf"\cmidrule(lr){{{2 + 3 * i}-{4 + 3 * i}}}" for i in range(len(datasets))),
+        " & ".join(["Model"] + ["Params", "Train s", "Test s/1k"] * len(datasets)) + r" \\",
         r"\midrule",
     ]
     for m in models:
@@ -340,11 +340,11 @@ def latex_cost(cost: pd.DataFrame, caption: str, label: str) -> str:
         for d in datasets:
             if (d, m) in by.index:
                 r = by.loc[(d, m)]
-                row += [fmt_params(r.params), tex_marked(f"{r.train:.0f}", dirty=r.dirty)]
+                row += [fmt_params(r.params), tex_marked(f"{r.train:.0f}", dirty=r.dirty), tex_marked(f"{r.test:.3f}", dirty=r.dirty)]
             else:
-                row += ["--", "--"]
+                row += ["--"] * 3
         body.append(" & ".join(row) + r" \\")
-    return tex_table(body, "l" + "r" * (2 * len(datasets)), caption, label)
+    return tex_table(body, "l" + "r" * (3 * len(datasets)), caption, label)
 
 
 # ---------------------------------------------------------------------------------------------
