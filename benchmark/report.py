@@ -1,17 +1,20 @@
-"""Reports from run records only: `python -m benchmark.report [--out results] [--suite NAME ...]`
-(or `--compare GLOB_A GLOB_B`: one paired comparison of two sets of records, printed). OUT defaults
-to the folder `benchmark.run` writes the suite into: runs-local/<suite>/ for one suite that is not
-committed (smoke), else results/, whose report covers the committed suites only.
+"""Reports from run records only: `python -m benchmark.report [--out results] [--suite NAME ...]
+[--pdf]` (or `--compare GLOB_A GLOB_B`: one paired comparison of two sets of records, printed). OUT
+defaults to the folder `benchmark.run` writes the suite into: runs-local/<suite>/ for one suite that
+is not committed (smoke), else results/, whose report covers the committed suites only.
 
 For each suite found in OUT/runs/ it writes
-- OUT/tables/<suite>.md and <suite>.tex: the paper's layout (datasets as column groups; HR and NDCG
-  at 5/10/20, parameter count and training time; models as rows), mean ± std over seeds, best in
-  bold, second underlined, † where DiffRec differs significantly from the column's best baseline;
-  an unmasked and a history-masked table, each headed by the protocol card read from the records;
+- OUT/tables/<suite>.md and <suite>.tex (benchmark.tables): the paper's layout, one block per
+  dataset, HR and NDCG at 5/10/20 as rows, models as columns grouped by family, DiffRec's relative
+  difference to the best baseline last; means (x100; best bold, second underlined, † where DiffRec
+  differs significantly from the best baseline, § where a cell comes from `+dirty` code), standard
+  deviations in a companion table, parameters and timings in a cost table; an unmasked and a
+  history-masked version, each headed by the protocol card read from the records;
 - OUT/tables/<suite>_significance.csv (every test), <suite>_ablations.md (every ablation cell);
-- OUT/figures/<suite>/*.png and *.pdf: NDCG@10 vs diffusion steps per sampler, target vs sequence
-  noising, quality vs inference cost, validation curves, and per-model training diagnostics
-  (whatever extra numbers the records' curves hold: VAE active units, discriminator accuracy);
+- OUT/figures/<suite>/*.png and *.pdf (benchmark.figures): NDCG@10 vs diffusion steps per sampler,
+  target vs sequence noising, quality vs inference cost, validation curves, and per-model training
+  diagnostics (whatever extra numbers the records' curves hold: VAE active units, discriminator accuracy);
+- with --pdf, OUT/tables/<suite>.pdf: the protocol card, every table and every figure (needs pdflatex);
 and OUT/README.md, which summarises the suites, links the figures and lists missing cells, under
 the hand-written discussion OUT/discussion.md when there is one (the only file in OUT written by hand).
 A record belongs to every packaged suite that holds its cell as the suite is defined now.
@@ -23,38 +26,32 @@ correction over all comparisons of one table, alpha 0.05.
 from __future__ import annotations
 
 import argparse
-import itertools
-import math
 import re
+import shutil
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import wilcoxon  # noqa: E402
+from benchmark import figures as fig
+from benchmark.config import ConfigError
+from benchmark.data import DataError
+from benchmark.metrics import per_user_metrics
+from benchmark.records import RESULTS_DIR, RecordError, atomic_path, default_out, load_records, read_record, tuning_dirs
+from benchmark.registry import MODELS
+from benchmark.suite import MAIN_TAGS, committed_suites, load_suite_file, resolve_suite, suite_names
+from benchmark.tables import (
+    COST_NOTE, DIRTY_NOTE, SUBJECT, TABLE_METRICS, TEX_SIZE, blocks, cost_frame, is_subject, latex_cost, latex_escape, latex_means, latex_stds, markdown_cost,
+    markdown_tables, means_note, pdflatex, INSTALL_HINT, LatexError,
+)
 
-from benchmark.config import ConfigError  # noqa: E402
-from benchmark.data import DataError  # noqa: E402
-from benchmark.metrics import SELECTION_METRIC, per_user_metrics  # noqa: E402
-from benchmark.records import RESULTS_DIR, RecordError, atomic_path, default_out, load_records, read_record, tuning_dirs  # noqa: E402
-from benchmark.registry import MODELS  # noqa: E402
-from benchmark.suite import MAIN_TAGS, committed_suites, load_suite_file, resolve_suite, suite_names  # noqa: E402
-
-TABLE_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
-SUBJECT = "diffrec"  # the model whose significance against the best baseline is tested
 ALPHA = 0.05
 SPLITS = {"test": "Unmasked (history items stay in the ranking)", "test_masked": "History-masked (the user's earlier items removed from the ranking)"}
-CURVE_BASE_KEYS = {"epoch", "valid", "eval_seconds", "loss"}
 SAMPLER_KEYS = {"steps", "sampler", "sampler_steps", "samples"}
-
-
-def is_subject(model: str) -> bool:
-    return model == SUBJECT or model.startswith(SUBJECT + "-")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +104,8 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             "train_seconds": r["timings"]["train_seconds"],
             "test_seconds_per_1k": r["timings"]["eval_seconds_test"] / users * 1000,
             "device": r.get("environment", {}).get("device", "unknown"),
+            # the code that made it had uncommitted changes: nobody can check it out (tables mark it)
+            "dirty": str(r.get("environment", {}).get("git_commit", "")).endswith("+dirty"),
         }
         for split in SPLITS:
             for k, v in r["metrics"][split].items():
@@ -141,12 +140,6 @@ def noise_points(frame: pd.DataFrame) -> pd.DataFrame:
     """The ablation rows that set the noising and at most how the model scores."""
     scoring = set(MODELS[SUBJECT].inference)
     return frame[frame.tag.map(lambda t: "noise" in tag_keys(t) and tag_keys(t) <= {"noise"} | scoring)]
-
-
-def model_order(models) -> list[str]:
-    known = list(MODELS)
-    ordered = sorted(set(models), key=lambda m: (is_subject(m), known.index(m) if m in known else len(known), m))
-    return ordered
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,88 +178,6 @@ def significance(main: pd.DataFrame, records: list[dict], split: str) -> pd.Data
         tests.loc[valid, "p_holm"] = holm(tests.p[valid].values)
         tests["significant"] = tests.p_holm < ALPHA
     return tests
-
-
-def fmt_params(n: float) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else f"{n:.0f}"
-
-
-def table_cells(main: pd.DataFrame, split: str, tests: pd.DataFrame) -> tuple[list[str], list[str], dict]:
-    """-> (models, datasets, {(model, dataset, column): (text, style)}) with style in {"", "best", "second"}."""
-    datasets = list(dict.fromkeys(main.dataset))
-    models = model_order(main.model)
-    cells = {}
-    max_seeds = main.groupby(["dataset", "model"]).seed.nunique().max()
-    for dataset in datasets:
-        part = main[main.dataset == dataset]
-        g = part.groupby("model")
-        for metric in TABLE_METRICS:
-            col = f"{split}/{metric}"
-            mean, std, n = g[col].mean(), g[col].std(), g[col].size()
-            order = mean.sort_values(ascending=False, kind="stable")
-            ranked = [m for m in order.index if not math.isnan(order[m])]
-            for model in mean.index:
-                text = mean_std(mean[model], std[model], n[model])
-                if n[model] < max_seeds:
-                    text += f" (n={n[model]})"
-                hit = tests[(tests.dataset == dataset) & (tests.metric == metric) & (tests.model == model)] if not tests.empty else tests
-                if not hit.empty and bool(hit.significant.iloc[0]):
-                    text += " †"
-                style = "best" if ranked and model == ranked[0] else "second" if len(ranked) > 1 and model == ranked[1] else ""
-                cells[(model, dataset, metric)] = (text, style)
-        for model, rows in g:
-            cells[(model, dataset, "Params")] = (fmt_params(rows.params.mean()), "")
-            cells[(model, dataset, "Train (s)")] = (f"{rows.train_seconds.mean():.0f}", "")
-    return models, datasets, cells
-
-
-COLUMNS = TABLE_METRICS + ("Params", "Train (s)")
-
-
-def markdown_table(models, datasets, cells) -> str:
-    header = ["Model"] + [f"{d} {c}" for d in datasets for c in COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for model in models:
-        row = [model]
-        for d in datasets:
-            for c in COLUMNS:
-                text, style = cells.get((model, d, c), ("–", ""))
-                row.append(f"**{text}**" if style == "best" else f"<u>{text}</u>" if style == "second" else text)
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
-def latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
-        text = text.replace(a, b)
-    return text
-
-
-def latex_table(models, datasets, cells, caption: str, label: str) -> str:
-    ncol = len(COLUMNS)
-    lines = [
-        r"\begin{table*}[t]",
-        r"\centering",
-        rf"\caption{{{caption}}}",
-        rf"\label{{{label}}}",
-        r"\resizebox{\textwidth}{!}{%",
-        r"\begin{tabular}{l" + ("r" * ncol) * len(datasets) + "}",
-        r"\toprule",
-        " & ".join([""] + [rf"\multicolumn{{{ncol}}}{{c}}{{{latex_escape(d)}}}" for d in datasets]) + r" \\",
-        " ".join(rf"\cmidrule(lr){{{2 + i * ncol}-{1 + (i + 1) * ncol}}}" for i in range(len(datasets))),
-        " & ".join(["Model"] + [latex_escape(c) for _ in datasets for c in COLUMNS]) + r" \\",
-        r"\midrule",
-    ]
-    for model in models:
-        row = [latex_escape(model)]
-        for d in datasets:
-            for c in COLUMNS:
-                text, style = cells.get((model, d, c), ("--", ""))
-                text = text.replace(" ± ", r"$\pm$").replace(" †", r"$^\dagger$")
-                row.append(rf"\textbf{{{text}}}" if style == "best" else rf"\underline{{{text}}}" if style == "second" else text)
-        lines.append(" & ".join(row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table*}"]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,68 +236,7 @@ def card_latex(card) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Figures
-
-
-def save(fig, folder: Path, name: str) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fig.tight_layout()
-    for path in paths:  # no creation date in the PDF: the same records give the same bytes
-        fig.savefig(path, dpi=150 if path.suffix == ".png" else None, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
-    plt.close(fig)
-    return paths
-
-
-def _panels(n: int, width: float = 4.2, height: float = 3.2, per_row: int = 4):
-    """n axes in rows of at most `per_row` (unused slots hidden)."""
-    rows, cols = math.ceil(n / per_row), min(n, per_row)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, axes.flat[:n]
-
-
-def figure_steps(frame: pd.DataFrame, folder: Path) -> list[Path]:
-    """Test NDCG@10 vs number of diffusion steps, one line per sampler (and its steps/samples)."""
-    part = frame[frame.tag.map(lambda t: "steps" in tag_keys(t) and tag_keys(t) <= SAMPLER_KEYS) & frame.model.map(is_subject)]
-    if part.empty or "cfg.steps" not in part or part["cfg.steps"].nunique() < 2:
-        return []
-    datasets = list(dict.fromkeys(part.dataset))
-    fig, axes = _panels(len(datasets))
-    for ax, dataset in zip(axes, datasets):
-        d = part[part.dataset == dataset]
-        label = d["cfg.sampler"].astype(str)
-        for key, sampler, short in (("cfg.sampler_steps", "strided", "k"), ("cfg.samples", "average", "m")):
-            if key in d:
-                label = label + np.where(d["cfg.sampler"] == sampler, d[key].map(lambda v: f" {short}={v:g}"), "")
-        for name, rows in d.assign(label=label).groupby("label"):
-            s = rows.groupby("cfg.steps")["test/NDCG@10"].agg(["mean", "std"]).fillna(0.0)
-            ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=name)
-        ax.set_xscale("log")
-        steps = sorted(d["cfg.steps"].unique())
-        ax.set_xticks(steps, [f"{v:g}" for v in steps])
-        ax.minorticks_off()
-        ax.set(title=dataset, xlabel="diffusion steps N", ylabel="test NDCG@10")
-        ax.legend(fontsize=7)
-    return save(fig, folder, "ndcg_vs_steps")
-
-
-def figure_noise(frame: pd.DataFrame, folder: Path) -> list[Path]:
-    """Target-only vs whole-sequence noising (the points that set the noise and at most the
-    sampler): test NDCG@10 and HR@10 (unmasked), labelled with the sampler that scored them."""
-    part = noise_points(frame)
-    if part.empty or part["cfg.noise"].nunique() < 2:
-        return []
-    part = part.assign(noising=part["cfg.noise"] + " (" + part["cfg.sampler"] + ")")
-    fig, axes = _panels(2)
-    for ax, metric in zip(axes, ("NDCG@10", "HR@10")):
-        s = part.groupby(["dataset", "noising"])[f"test/{metric}"].agg(["mean", "std"]).fillna(0.0)
-        table = s["mean"].unstack("noising")
-        table.plot.bar(ax=ax, yerr=s["std"].unstack("noising"), capsize=3, rot=0)
-        ax.set(ylabel=f"test {metric}", xlabel="", title=f"noising: {metric}")
-        ax.legend(title="noise (sampler)", fontsize=7)
-    return save(fig, folder, "noise_target_vs_sequence")
+# Figures' points
 
 
 def cost_points(frame: pd.DataFrame) -> pd.DataFrame:
@@ -397,67 +247,10 @@ def cost_points(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby(keys, sort=True).agg(cost=("test_seconds_per_1k", "mean"), ndcg=("test/NDCG@10", "mean"), seeds=("seed", "nunique")).reset_index()
 
 
-COST_MARKERS = "o^sDvP"
 
-
-def figure_cost(frame: pd.DataFrame, folder: Path) -> list[Path]:
-    """Test NDCG@10 vs inference time per 1,000 users (every record of the suite), one marker
-    shape per device."""
-    points = cost_points(frame)
-    marker = dict(zip(sorted(points.device.unique()), itertools.cycle(COST_MARKERS)))
-    color = {model: f"C{i % 10}" for i, model in enumerate(model_order(points.model.unique()))}  # a model keeps its colour across devices
-    datasets = list(dict.fromkeys(frame.dataset))
-    fig, axes = _panels(len(datasets))
-    for ax, dataset in zip(axes, datasets):
-        here = points[points.dataset == dataset]
-        for row in here.itertuples():
-            main = row.tag in MAIN_TAGS
-            ax.scatter(row.cost, row.ndcg, s=30 if main else 12, marker=marker[row.device], color=color[row.model] if main else "0.6", zorder=3 if main else 2)
-            ax.annotate(row.model if main else row.tag, (row.cost, row.ndcg), fontsize=6 if main else 5, xytext=(3, 2), textcoords="offset points")
-        for device in sorted(here.device.unique()):
-            ax.scatter([], [], marker=marker[device], color="0.3", label=device)
-        ax.legend(title="device", fontsize=6, title_fontsize=6, loc="lower right")
-        ax.set_xscale("log")
-        ax.set(title=dataset, xlabel="test inference seconds per 1,000 users", ylabel="test NDCG@10")
-    return save(fig, folder, "quality_vs_cost")
-
-
-def figure_curves(main: pd.DataFrame, records: list[dict], folder: Path) -> list[Path]:
-    """Validation NDCG@10 per evaluation (lowest seed of each model; datasets where some model trained)."""
-    main = main[[bool(records[i]["curve"]) for i in main.i]]
-    datasets = list(dict.fromkeys(main.dataset))
-    if not datasets:
-        return []
-    fig, axes = _panels(len(datasets))
-    for ax, dataset in zip(axes, datasets):
-        d = main[main.dataset == dataset].sort_values("seed")
-        for model in model_order(d.model):
-            curve = records[d[d.model == model].i.iloc[0]]["curve"]
-            ax.plot([p["epoch"] for p in curve], [p["valid"][SELECTION_METRIC] for p in curve], marker=".", label=model)
-        ax.set(title=dataset, xlabel="epoch", ylabel=f"validation {SELECTION_METRIC}")
-        ax.legend(fontsize=7)
-    return save(fig, folder, "validation_curves")
-
-
-def figure_diagnostics(main: pd.DataFrame, records: list[dict], folder: Path) -> list[Path]:
-    """Per model, every extra number its curve records (active VAE units, discriminator accuracy, loss parts)."""
-    paths = []
-    for model in model_order(main.model):
-        d = main[main.model == model].sort_values("seed").drop_duplicates("dataset")
-        curves = {row.dataset: records[row.i]["curve"] for row in d.itertuples()}
-        keys = sorted({k for c in curves.values() for p in c for k, v in p.items() if k not in CURVE_BASE_KEYS and isinstance(v, (int, float))})
-        if not keys:
-            continue
-        fig, axes = _panels(len(keys), 3.6, 2.8)
-        for ax, key in zip(axes, keys):
-            for dataset, curve in curves.items():
-                pts = [(p["epoch"], p[key]) for p in curve if key in p]
-                if pts:
-                    ax.plot(*zip(*pts), marker=".", label=dataset)
-            ax.set(title=f"{model}: {key}", xlabel="epoch")
-            ax.legend(fontsize=7)
-        paths += save(fig, folder, f"diagnostics_{model}")
-    return paths
+def sampler_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ablation rows of DiffRec that set the steps and at most how it samples."""
+    return frame[frame.tag.map(lambda t: "steps" in tag_keys(t) and tag_keys(t) <= SAMPLER_KEYS) & frame.model.map(is_subject)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,37 +369,47 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def tex_caption(suite: str, split_title: str, note: str, see: str = "") -> str:
+    """A LaTeX caption from plain text; `see` (a label) adds a reference to the companion table."""
+    head = latex_escape(f"Suite {suite}, {split_title.split(' (')[0].lower()}")
+    return head + (rf" (standard deviations: Table~\ref{{{see}}})" if see else "") + ". " + latex_escape(note.replace("**bold**", "bold").replace("<ins>underlined</ins>", "underlined"))
+
+
 def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) -> dict:
-    """Writes one suite's tables (and figures if `draw`); returns what the README needs."""
+    """Writes one suite's tables (and figures if `draw`); returns what the README and the PDF need."""
     defined = resolved_cells(suite, out)
     frame = suite_frame(suite, records, None if defined is None else {c.key for c in defined})
     if frame.empty:
-        return {"suite": suite, "tables": [], "figures": [], "records": 0, "main": [], "missing": missing_cells(defined, set())}
+        return {"suite": suite, "tables": [], "figures": [], "records": 0, "main": [], "missing": missing_cells(defined, set()), "card": [], "tex": ""}
     main = main_frame(frame)
     tables, figures = out / "tables", out / "figures" / suite
-    written, md_sections, tex_sections = [], [], []
-    sig_frames = []
+    md_sections, tex_sections, sig_frames, card = [], [], [], []
     for split, title in SPLITS.items():
         if main.empty:
             break
         tests = significance(main, records, split)
         sig_frames.append(tests.assign(split=split))
-        models, datasets, cells = table_cells(main, split, tests)
+        bs, alone = blocks(main, split, tests)
         card = protocol_card([records[i] for i in main.i])
-        n = int(tests.p_holm.notna().sum()) if not tests.empty else 0
-        note = (
-            f"Mean ± std over seeds; best **bold**, second <u>underlined</u>; † = {SUBJECT} differs from the best baseline of the column "
-            f"(two-sided Wilcoxon signed-rank over per-user values, Holm-corrected over the {n} comparisons of this table, α = {ALPHA}). "
-            "(n=k): only k seeds. Params = parameter count; Train (s) = training wall time including validation."
-        )
-        md_sections.append(f"## {title}\n\nProtocol card:\n\n{card_markdown(card)}\n\n{markdown_table(models, datasets, cells)}\n\n{note}\n")
-        caption = latex_escape(f"Suite {suite}, {title.split(' (')[0].lower()} test metrics. ") + note.replace("**bold**", "bold").replace("<u>underlined</u>", "underlined").replace("†", r"$^\dagger$").replace("α", r"$\alpha$").replace("±", r"$\pm$")
-        tex_sections.append(f"% Protocol card ({title})\n{card_latex(card)}\n{latex_table(models, datasets, cells, caption, f'tab:{suite}-{split}')}\n")
-    summary = {"suite": suite, "tables": [], "figures": [], "records": len(frame), "main": md_sections}
+        note = means_note(int(tests.p_holm.notna().sum()) if not tests.empty else 0, ALPHA)
+        md_sections.append(f"## {title}\n\nProtocol card:\n\n{card_markdown(card)}\n\n{note}\n\n{markdown_tables(bs, alone)}\n")
+        if bs:
+            label = f"tab:{suite}-{split}"
+            std_note = f"Test metrics ×100, standard deviation over seeds (a model with one seed has none). {DIRTY_NOTE}."
+            tex_sections.append(
+                f"% Protocol card ({title})\n{card_latex(card)}\n"
+                + latex_means(bs, tex_caption(suite, title, note, see=f"{label}-std"), label) + "\n\n"
+                + latex_stds(bs, tex_caption(suite, title, std_note), f"{label}-std") + "\n"
+            )
+    summary = {"suite": suite, "tables": [], "figures": [], "records": len(frame), "main": md_sections, "card": card, "tex": ""}
     if md_sections:
+        cost = cost_frame(main[main.dataset.isin(main.groupby("dataset").model.nunique().loc[lambda n: n > 1].index)])  # as the main tables
+        md_sections.append(f"## Cost\n\n{COST_NOTE}\n\n{markdown_cost(cost)}\n")
+        tex_sections.append(latex_cost(cost, latex_escape(f"Suite {suite}: parameters, training and test seconds (mean over seeds). " + COST_NOTE.replace("test s / 1k users", "test s/1k").replace("the devices column names where the seeds ran", f"tables/{suite}.md names the devices")), f"tab:{suite}-cost") + "\n")
+        summary["tex"] = "\n".join(tex_sections)
         summary["tables"] += [
             write_text(tables / f"{suite}.md", f"# Suite `{suite}`: test metrics\n\n" + "\n".join(md_sections)),
-            write_text(tables / f"{suite}.tex", "% Generated by python -m benchmark.report; needs \\usepackage{booktabs,graphicx}\n" + "\n".join(tex_sections)),
+            write_text(tables / f"{suite}.tex", TEX_HEADER + summary["tex"]),
         ]
         sig = pd.concat(sig_frames)
         if not sig.empty:
@@ -617,11 +420,22 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
         noise = f"\n## Target-only against whole-sequence noising\n\n{NOISE_NOTE}\n\n{noise}\n" if noise else ""
         summary["tables"].append(write_text(tables / f"{suite}_ablations.md", f"# Suite `{suite}`: ablation cells (test metrics, mean ± std over seeds)\n\n{ABLATION_NOTE}\n\n{ablations}\n{noise}"))
     if draw:
-        summary["figures"] = figure_steps(frame, figures) + figure_noise(frame, figures) + figure_cost(frame, figures)
+        summary["figures"] = fig.figure_steps(sampler_points(frame), figures) + fig.figure_noise(noise_points(frame), figures) + fig.figure_cost(cost_points(frame), figures)
         if not main.empty:
-            summary["figures"] += figure_curves(main, records, figures) + figure_diagnostics(main, records, figures)
+            summary["figures"] += fig.figure_curves(main, records, figures) + fig.figure_diagnostics(main, records, figures)
+        for stale in (p for p in (figures.iterdir() if figures.is_dir() else []) if p.suffix in (".png", ".pdf") and p not in summary["figures"]):
+            stale.unlink()  # a figure these records no longer draw (a panel left out) must not stay linked
+    if (tables / f"{suite}.pdf").exists():  # written by --pdf only; linked while it exists
+        summary["tables"].append(tables / f"{suite}.pdf")
     summary["missing"] = missing_cells(defined, {records[i]["key"] for i in frame.i})
     return summary
+
+
+TEX_HEADER = (
+    "% Generated by python -m benchmark.report; needs \\usepackage{booktabs}. Every table fits a two-column paper's table* at\n"
+    "% \\small (the default below) and a one-column page at \\footnotesize: \\newcommand{\\benchtablesize}{\\footnotesize} before \\input.\n"
+    f"{TEX_SIZE}\n"
+)
 
 
 DISCUSSION = "discussion.md"  # hand-written findings, copied into OUT/README.md above the generated part
@@ -692,8 +506,45 @@ def compare(out: str | Path, pattern_a: str, pattern_b: str) -> str:
     return f"{names}\n\n{pd.DataFrame(rows).to_markdown(index=False)}"
 
 
-def write_report(out: str | Path, suites: list[str] | None = None) -> list[Path]:
-    """Tables and figures of `suites` (default: every suite with records) and OUT/README.md."""
+def breakable(tex: str) -> str:
+    """Hashes (sha256, commits) may break every 16 characters: a line cannot hold two of them."""
+    return re.sub(r"[0-9a-f]{17,}", lambda m: r"\allowbreak{}".join(re.findall(".{1,16}", m.group())), tex)
+
+
+def pdf_document(summary: dict, out: Path) -> str:
+    """One LaTeX document with a suite's protocol card, every table of its .tex and every figure."""
+    card = "\n".join(rf"\item[{latex_escape(k)}] {breakable(latex_escape(v))}" for k, v in summary["card"])
+    figures = "\n".join(
+        rf"\begin{{figure}}[p]\centering\includegraphics[width=\textwidth,height=0.85\textheight,keepaspectratio]{{{p.name}}}"
+        rf"\caption{{\texttt{{{latex_escape(p.relative_to(out).as_posix())}}}}}\end{{figure}}"
+        for p in summary["figures"] if p.suffix == ".pdf"
+    )
+    return "\n".join([
+        r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs,graphicx}", r"\pdftrailerid{}", TEX_SIZE,
+        rf"\title{{Suite \texttt{{{latex_escape(summary['suite'])}}}: protocol, tables and figures}}",
+        rf"\author{{Generated by \texttt{{python -m benchmark.report --pdf}} from {summary['records']} run records}}", r"\date{}",
+        r"\begin{document}", r"\maketitle", r"\section*{Protocol card}", r"{\sloppy\small\begin{description}", card, r"\end{description}}",
+        r"The ablation cells are in \texttt{" + latex_escape(f"tables/{summary['suite']}_ablations.md") + "}.",
+        r"\clearpage", summary["tex"], r"\clearpage", figures, r"\end{document}",
+    ])
+
+
+def write_pdf(summary: dict, out: Path) -> Path:
+    """OUT/tables/<suite>.pdf: the card, tables and figures in one file. Raises LatexError."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for p in summary["figures"]:
+            shutil.copy(p, folder / p.name)
+        pdf = pdflatex(pdf_document(summary, out), folder, runs=2)
+        path = out / "tables" / f"{summary['suite']}.pdf"
+        with atomic_path(path) as target:
+            shutil.copy(pdf, target)
+    return path
+
+
+def write_report(out: str | Path, suites: list[str] | None = None, *, pdf: bool = False) -> list[Path]:
+    """Tables and figures of `suites` (default: every suite with records) and OUT/README.md; with
+    `pdf`, each of those suites' tables and figures in one PDF too (needs pdflatex; LatexError)."""
     out = Path(out)
     records = load_records(out / "runs") if (out / "runs").is_dir() else []
     if not records:
@@ -706,7 +557,9 @@ def write_report(out: str | Path, suites: list[str] | None = None) -> list[Path]
         found = [s for s in found if s not in left_out]
     # The README covers every suite with records; suites not asked for keep their figures as they are.
     summaries = [suite_report(s, records, out, draw=suites is None or s in suites) for s in found]
-    paths = [p for s in summaries if suites is None or s["suite"] in suites for p in s["tables"] + s["figures"]]
+    paths = [p for s in summaries if suites is None or s["suite"] in suites for p in s["tables"] + s["figures"] if p != out / "tables" / f"{s['suite']}.pdf"]
+    if pdf:
+        paths += [write_pdf(s, out) for s in summaries if (suites is None or s["suite"] in suites) and s["tex"]]
     paths.append(write_text(out / "README.md", readme(summaries, out)))
     return paths
 
@@ -716,6 +569,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="results folder holding runs/ (default: runs-local/SUITE/ for one --suite that is not committed, else results/)")
     p.add_argument("--suite", nargs="+", help="only these suites' tables and figures (default: all with records)")
     p.add_argument("--compare", nargs=2, metavar=("GLOB_A", "GLOB_B"), help="instead of the report, compare two sets of records, e.g. 'beauty__diffrec__tuned__s*' 'beauty__sasrec-ce__tuned__s*'")
+    p.add_argument("--pdf", action="store_true", help="also one PDF per suite (OUT/tables/<suite>.pdf): protocol card, every table and figure; needs pdflatex")
     args = p.parse_args(argv)
     if args.out is None:  # where benchmark.run writes: a suite that is not committed has a folder of its own
         local = args.suite and len(args.suite) == 1 and args.suite[0] not in committed_suites()
@@ -727,7 +581,14 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
-    paths = write_report(args.out, args.suite)
+    if args.pdf and shutil.which("pdflatex") is None:
+        print(f"error: --pdf: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    try:
+        paths = write_report(args.out, args.suite, pdf=args.pdf)
+    except LatexError as exc:
+        print(f"error: --pdf: {exc}", file=sys.stderr)
+        return 2
     if not paths:
         print(f"error: no run records under {Path(args.out) / 'runs'}", file=sys.stderr)
         return 2

@@ -1,14 +1,17 @@
 """Reports from run records: Holm correction, paired tests, the paper-layout tables (bold best,
 underlined second, significance mark), the protocol card, figures and the generated README."""
 import json
+import shutil
 import warnings
+from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pytest
 
-from benchmark import report
+from benchmark import figures, report, tables
 from benchmark.metrics import metrics_from_ranks, per_user_metrics
-from benchmark.records import write_json_atomic
+from benchmark.records import PROJECT_ROOT, load_records, write_json_atomic
 
 N_USERS = 200
 
@@ -79,26 +82,123 @@ def results(tmp_path):
     return tmp_path
 
 
+def md_table(md: str, dataset: str, section: str = "## Unmasked") -> dict[str, list[str]]:
+    """The means table of one dataset in one section of a Markdown report: {metric or "header": cells}."""
+    md = md[md.index(section):]
+    lines = md[md.index(f"**{dataset}**"):].splitlines()[2:]
+    rows = {}
+    for line in lines[: lines.index("")]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if not cells[0].startswith(":--"):
+            rows["header" if cells[0] == "Metric" else cells[0]] = cells[1:]
+    return rows
+
+
 def test_tables_mark_best_second_and_significance(results):
     paths = report.write_report(results, suites=["demo"])
     md = (results / "tables" / "demo.md").read_text()
-    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| Model")}
-    diffrec, sasrec, pop = (rows[m].strip("|").split(" | ") for m in ("diffrec", "sasrec-ce", "pop"))
-    assert diffrec[5].startswith("**") and diffrec[5].endswith("†**")  # best and significant (good NDCG@10)
-    assert sasrec[5].startswith("<u>") and not pop[5].startswith(("**", "<u>"))
-    assert " ± " in diffrec[5] and "svae" in rows  # std over 3 seeds; a one-seed model says so
-    assert "(n=1)" in rows["svae"]
-    tie_columns = diffrec[9:15]
-    assert not any("†" in c for c in tie_columns)  # equal per-user ranks: p = 1, no mark
+    good = md_table(md, "good")
+    # metrics as rows, models as columns grouped by family, DiffRec's gain over the best baseline last
+    assert [h.split("<br>")[0] for h in good["header"]] == ["pop", "sasrec-ce", "svae", "diffrec", "Improv."]
+    assert "<sub>classic</sub>" in good["header"][0] and "<sub>VAE</sub>" in good["header"][2]
+    assert list(good)[1:] == list(report.TABLE_METRICS)
+    pop, sasrec, svae, diffrec, gain = good["NDCG@10"]
+    assert diffrec.startswith("**") and sasrec.startswith("<ins>") and not pop.startswith(("**", "<ins>"))
+    assert gain.startswith("+") and gain.endswith("% †")  # better, and significantly so
+    recs = [json.loads(p.read_text()) for p in (results / "runs").glob("good__*__default__*")]
+    means = {m: np.mean([r["metrics"]["test"]["NDCG@10"] for r in recs if r["model"] == m and r["suite"] == "demo"]) for m in ("diffrec", "sasrec-ce")}
+    assert diffrec == f"**{means['diffrec'] * 100:.2f}**"  # x100, the mean over seeds, no ± in the cell
+    assert gain == f"{(means['diffrec'] - means['sasrec-ce']) / means['sasrec-ce'] * 100:+.1f}% †"
+    assert "(n=" not in md and "**good** (3 seeds per model; sasrec-ce 2, svae 1)" in md  # seed counts beside the dataset, not in cells
+    assert not any("†" in c for c in md_table(md, "tie")["NDCG@10"])  # equal per-user ranks: p = 1, no mark
     assert md.index("## Unmasked") < md.index("## History-masked") and md.count("Protocol card") == 2
-    for needle in ("good-sha", "tie-sha", "abc123", "seeds**: 0, 1, 2", "pop: defaults (untuned)", "12.3K"):
+    assert "standard deviation over seeds" in md and "## Cost" in md
+    cost = md[md.index("## Cost"):]
+    assert "| sasrec-ce | classic | 12.3K | 11 | 5.000 | 3 | cpu |" in cost  # train 10+seed s, 1 s per 200 users
+    for needle in ("good-sha", "tie-sha", "abc123", "seeds**: 0, 1, 2", "pop: defaults (untuned)"):
         assert needle in md, needle
     tex = (results / "tables" / "demo.tex").read_text()
-    for needle in (r"\toprule", r"\cmidrule(lr){2-9}", r"\cmidrule(lr){10-17}", r"\multicolumn{8}{c}{good}", r"\textbf{", r"\underline{", r"$^\dagger$", r"\bottomrule", "% datasets:"):
+    assert r"\resizebox" not in tex and r"\begin{table*}" in tex
+    for needle in (r"\toprule", r"\multicolumn{2}{c}{classic}", r"\cmidrule(lr){2-3}", r"\textit{good}", r"\textbf{", r"\underline{", r"$^{\dagger}$", r"\bottomrule", "% datasets:", "tab:demo-test-std", "tab:demo-cost"):
         assert needle in tex, needle
     sig = (results / "tables" / "demo_significance.csv").read_text()
     assert sig.count("\n") == 1 + 2 * 2 * 6  # header + 2 tables x 2 datasets x 6 metrics
     assert results / "README.md" in paths
+
+
+def test_cells_built_from_dirty_records_are_marked(results):
+    """A record made by uncommitted code (`+dirty`) marks every cell it enters, and only those."""
+    path = next((results / "runs").glob("good__pop__default__s1__*.json"))
+    record = json.loads(path.read_text())
+    record["environment"]["git_commit"] += "+dirty"
+    write_json_atomic(path, record)
+    report.write_report(results, suites=["demo"])
+    md = (results / "tables" / "demo.md").read_text()
+    good, tie = md_table(md, "good"), md_table(md, "tie")
+    assert all(row[0].endswith("§") for metric, row in good.items() if metric != "header")  # pop's mean on good
+    assert not any("§" in c for metric, row in good.items() if metric != "header" for c in row[1:])
+    assert not any("§" in c for row in tie.values() for c in row)
+    assert "§ built from at least one record whose code commit had uncommitted changes" in md
+    assert "| pop | classic | 12.3K | 11 § | 5.000 § | 3 | cpu |" in md[md.index("## Cost"):]
+    tex = (results / "tables" / "demo.tex").read_text()
+    assert r"$^{\S}$" in tex and r"$^\S$ built from" in tex
+
+
+PAGES = {  # a one-column article at \footnotesize, and a two-column one whose table* is \small (the default)
+    "one-column": "\\documentclass[10pt]{article}\n\\usepackage{booktabs}\n\\newcommand{\\benchtablesize}{\\footnotesize}\n",
+    "two-column": "\\documentclass[10pt,twocolumn]{article}\n\\usepackage{booktabs}\n",
+}
+
+
+def compile_tables(tex: Path, tmp_path: Path) -> None:
+    """Compiles `tex` on both pages with pdflatex; fails on any LaTeX error or overfull box."""
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (Debian: apt-get install texlive-latex-recommended; .ci/run installs it)")
+    assert "\\resizebox" not in tex.read_text(), f"{tex}: a scaled table hides how wide it is"
+    for name, preamble in PAGES.items():
+        folder = tmp_path / f"{tex.stem}-{name}"
+        folder.mkdir()
+        shutil.copy(tex, folder / "tables.tex")
+        try:
+            tables.pdflatex(preamble + "\\begin{document}\n\\input{tables}\n\\end{document}\n", folder, runs=2)
+        except tables.LatexError as exc:
+            pytest.fail(f"{tex} on a {name} page: {exc}")
+
+
+def test_generated_tex_compiles_without_overfull_boxes(results, tmp_path):
+    report.write_report(results, suites=["demo"])
+    compile_tables(results / "tables" / "demo.tex", tmp_path)
+
+
+@pytest.mark.parametrize("tex", sorted((PROJECT_ROOT / "results" / "tables").glob("*.tex")), ids=lambda p: p.name)
+def test_committed_tex_compiles_without_overfull_boxes(tex, tmp_path):
+    compile_tables(tex, tmp_path)
+
+
+def test_pdflatex_reports_an_overfull_table(tmp_path):
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed")
+    wide = "\\documentclass{article}\n\\begin{document}\n\\begin{tabular}{l}" + "x" * 400 + "\\end{tabular}\n\\end{document}\n"
+    with pytest.raises(tables.LatexError, match="Overfull"):
+        tables.pdflatex(wide, tmp_path)
+
+
+def test_pdf_holds_the_card_tables_and_figures(results, capsys):
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed")
+    assert report.main(["--out", str(results), "--suite", "demo", "--pdf"]) == 0
+    pdf = results / "tables" / "demo.pdf"
+    assert f"wrote {pdf}" in capsys.readouterr().out
+    first = pdf.read_bytes()
+    assert first.startswith(b"%PDF")
+    records = load_records(results / "runs")
+    summary = report.suite_report("demo", records, results)
+    doc = report.pdf_document(summary, results)
+    assert r"\item[datasets]" in doc and r"\item[git commit] abc123" in doc  # the protocol card
+    assert doc.count(r"\begin{table*}") == 5  # means and deviations, unmasked and masked, and the cost table
+    assert doc.count(r"\includegraphics") == len([p for p in summary["figures"] if p.suffix == ".pdf"]) == 5
+    report.main(["--out", str(results), "--suite", "demo", "--pdf"])
+    assert pdf.read_bytes() == first  # no date inside: the same records give the same bytes
 
 
 def test_figures_and_readme(results):
@@ -215,11 +315,55 @@ def test_cost_points_keep_devices_apart():
     assert points.loc["NVIDIA H200", "cost"] == pytest.approx(0.02 / N_USERS * 1000)
 
 
-def test_a_dataset_where_no_model_trained_gets_no_curve_panel(tmp_path):
-    records = [fake_record("ml", "pop", 0, np.arange(N_USERS)), fake_record("toy", "sasrec-ce", 0, np.arange(N_USERS))]
-    records[0]["curve"] = []  # popularity does not train
+def test_a_dataset_where_no_model_trained_gets_no_curve_panel(monkeypatch, tmp_path):
+    records = [fake_record("ml", "pop", 0, np.arange(N_USERS)), fake_record("ml", "diffrec", 0, np.arange(N_USERS)),
+               fake_record("toy", "sasrec-ce", 0, np.arange(N_USERS)), fake_record("toy", "diffrec", 0, np.arange(N_USERS))]
+    records[0]["curve"] = []  # popularity does not train: on ml only diffrec has a curve, nothing to compare
     frame = report.records_frame(records)
+    drawn = capture_figures(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an empty panel's legend warns
-        paths = report.figure_curves(frame, records, tmp_path)
-    assert paths and report.figure_curves(frame[frame.model == "pop"], records, tmp_path) == []
+        paths = figures.figure_curves(frame, records, tmp_path)
+    assert paths and [ax.get_title() for ax in drawn[0].axes if ax.get_visible()] == ["toy"]
+    assert figures.figure_curves(frame[frame.dataset == "ml"], records, tmp_path) == []
+
+
+def capture_figures(monkeypatch) -> list:
+    """Figures saved from now on, kept open for the test to inspect."""
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, folder, name: drawn.append(fig) or [folder / f"{name}.png", folder / f"{name}.pdf"])
+    return drawn
+
+
+def test_a_model_keeps_its_colour_in_every_figure(monkeypatch, tmp_path):
+    from benchmark.registry import MODELS
+
+    colours = [figures.model_color(m) for m in MODELS]
+    assert len(set(colours)) == len(colours)  # every registered model has its own
+    assert figures.model_color("some-new-model") == figures.model_color("some-new-model") not in colours  # by name, not by position
+    records = [fake_record(d, m, 0, np.arange(N_USERS) % (7 + i)) for d, models in (("a", ("pop", "diffrec")), ("b", ("sasrec-ce", "svae", "diffrec", "zzz"))) for i, m in enumerate(models)]
+    frame = report.records_frame(records)
+    drawn = capture_figures(monkeypatch)
+    figures.figure_curves(frame, records, tmp_path)
+    figures.figure_cost(report.cost_points(frame), tmp_path)
+    curves, cost = drawn
+    for ax in curves.axes:
+        for line in ax.get_lines():
+            assert matplotlib.colors.same_color(line.get_color(), figures.model_color(line.get_label())), line.get_label()
+    legend = {text.get_text(): handle for text, handle in zip(cost.legends[0].get_texts(), cost.legends[0].legend_handles)}
+    for model in ("pop", "diffrec", "sasrec-ce", "svae", "zzz"):
+        assert matplotlib.colors.same_color(legend[model].get_markerfacecolor(), figures.model_color(model)), model
+    points = [tuple(c) for ax in cost.axes for coll in ax.collections for c in coll.get_facecolors()]
+    assert points.count(tuple(matplotlib.colors.to_rgba(figures.model_color("diffrec")))) == 2  # its point on a and on b
+
+
+def test_a_panel_with_one_model_is_left_out_and_points_are_not_labelled(monkeypatch, tmp_path):
+    records = [fake_record("ml-1m", "pop", 0, np.arange(N_USERS))] + [fake_record("beauty", m, 0, np.arange(N_USERS) % (5 + i)) for i, m in enumerate(("pop", "sasrec-ce", "diffrec"))]
+    frame = report.records_frame(records)
+    drawn = capture_figures(monkeypatch)
+    figures.figure_cost(report.cost_points(frame), tmp_path)
+    (cost,) = drawn
+    assert [ax.get_title() for ax in cost.axes if ax.get_visible()] == ["beauty"]  # ml-1m: a single pop point
+    assert cost.get_suptitle().endswith("?")  # the question it answers
+    assert not any(ax.texts for ax in cost.axes)  # a legend names the models; no label per point
+    assert figures.figure_cost(report.cost_points(frame[frame.dataset == "ml-1m"]), tmp_path) == []
