@@ -9,6 +9,7 @@ import torch
 
 from benchmark import reproduce as reproduce_mod
 from benchmark.records import PROJECT_ROOT
+from benchmark.report import readme
 from benchmark.reproduce import main as reproduce
 from benchmark.run import main as run
 from benchmark.suite import Cell
@@ -152,3 +153,8 @@ def test_a_time_budget_stop_is_warned_about(tmp_path, capsys, monkeypatch):
 def test_cells_round_trip_through_their_identity():
     record = json.loads(POP.read_text())
     assert Cell.from_identity(record["cell"]).key == record["key"]
+
+
+def test_the_results_readme_says_how_to_check_a_number(tmp_path):
+    text = readme([], tmp_path)
+    assert "How to check any number here" in text and "`python -m benchmark.reproduce runs/<key>.json`" in text and "--check-only" in text
