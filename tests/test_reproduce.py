@@ -158,3 +158,21 @@ def test_cells_round_trip_through_their_identity():
 def test_the_results_readme_says_how_to_check_a_number(tmp_path):
     text = readme([], tmp_path)
     assert "How to check any number here" in text and "`python -m benchmark.reproduce runs/<key>.json`" in text and "--check-only" in text
+
+
+def test_it_runs_with_the_records_threads_and_device_kind_unless_told(tmp_path, monkeypatch):
+    record, seen = json.loads(POP.read_text()), []
+
+    def fake_run_cell(cell, **kwargs):  # the stored run itself: no training
+        seen.append((torch.get_num_threads(), kwargs["device"]))
+        return record
+
+    monkeypatch.setattr(reproduce_mod, "run_cell", fake_run_cell)
+    path = edited(POP, tmp_path, lambda r: r["environment"].update(torch_threads=2))
+    before = torch.get_num_threads()
+    try:
+        assert reproduce([str(path), "--out", str(tmp_path / "a")]) == 0
+        assert reproduce([str(path), "--out", str(tmp_path / "b"), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(2, "cpu"), (1, "cpu")]
