@@ -39,7 +39,7 @@ from benchmark.config import ConfigError
 from benchmark.data import DataError
 from benchmark.metrics import metrics_from_ranks
 from benchmark.records import PROJECT_ROOT, code_digest, environment, git_commit, module_closure, write_json_atomic
-from benchmark.registry import MODELS
+from benchmark.registry import MODELS, model_spec
 from benchmark.run import load_data, record_path, run_cell
 from benchmark.suite import Cell
 
@@ -146,10 +146,12 @@ def environment_rows(stored: dict, here: dict) -> list[tuple[str, str, str, str]
     return [(name, str(a[name]), str(b[name]), "same" if a[name] == b[name] else "DIFFERS") for name in a]
 
 
-def changed_code(commit: str) -> list[str] | None:
-    """Files of the code `benchmark.run` loads that differ between `commit` and the working tree
-    here (None when git cannot tell: no repository, an unknown commit)."""
-    paths = [p.relative_to(PROJECT_ROOT).as_posix() for p in module_closure("benchmark.run")]
+def changed_code(commit: str, model: str) -> list[str] | None:
+    """Files that a run of `model` executes (the model's modules and the benchmark's: protocol,
+    training, registry; not the other models') that differ between `commit` and the working tree
+    here; None when git cannot tell (no repository, an unknown commit)."""
+    files = set(module_closure(model_spec(model).cls.__module__)) | {p for p in module_closure("benchmark.run") if p.parent.name == "benchmark"}
+    paths = sorted(p.relative_to(PROJECT_ROOT).as_posix() for p in files)
     try:
         out = subprocess.run(["git", "diff", "--name-only", commit.removesuffix("+dirty"), "--", *paths], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
@@ -226,11 +228,11 @@ def reproduce(record: dict, cell: Cell, args) -> int:
     commit = str(stored_env.get("git_commit", "unknown"))
     if commit.endswith("+dirty"):
         print(f"note: the record's code had uncommitted changes at {commit}: the exact code that made it cannot be checked out")
-    changed = changed_code(commit) if commit != "unknown" else None
+    changed = changed_code(commit, cell.model) if commit != "unknown" else None
     if changed:
-        print(f"code that benchmark.run loads and that differs from the record's commit: {', '.join(changed)}")
+        print(f"code this run executes that differs from the record's commit: {', '.join(changed)}")
     elif changed is not None and commit.removesuffix("+dirty") != new["environment"]["git_commit"]:
-        print("the code benchmark.run loads is the same as at the record's commit")
+        print("the code this run executes is the same as at the record's commit")
     result = verdict(rows, diffs)
     print_verdict(rows, result, args.rtol, args.atol)
     print(f"reproduced record: {saved}")
