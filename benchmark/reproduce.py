@@ -67,6 +67,13 @@ def read_record(path: str | Path) -> dict:
     missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
     if missing:
         raise RecordError(f"{path}: not a run record (no {missing[0]!r})")
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict) or not all(isinstance(values, dict) for values in metrics.values()):
+        raise RecordError(f"{path}: metrics is not a table of metric blocks (valid, test, ...)")
+    for block, values in metrics.items():
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RecordError(f"{path}: metrics.{block}.{name} is not a number")
     return record
 
 
