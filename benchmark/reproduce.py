@@ -215,6 +215,8 @@ def reproduce(record: dict, cell: Cell, args) -> int:
     stopped = str(record.get("stopped", ""))
     if stopped.startswith("time budget"):
         print(f"warning: this training stopped on its wall-clock budget ({stopped}): how many epochs fit depends on the machine's speed, so it is not expected to reproduce bit for bit")
+    elif cell.train_config.get("time_budget_s"):
+        print(f"note: this training has a wall-clock budget of {cell.train_config['time_budget_s']:g}s that it did not reach; a slower machine may reach it and stop sooner")
     ds, _, _ = load_data(cell, args.data_dir)
     if ds.sha256 != record["dataset"].get("sha256"):
         raise RecordError(f"dataset {cell.dataset}: the file here ({ds.path}) has sha256 {ds.sha256[:12]}, the record was made on {str(record['dataset'].get('sha256'))[:12]}; refusing to compare results on other data")
