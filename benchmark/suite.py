@@ -150,6 +150,19 @@ class Cell:
             del identity["inference"]
         return identity
 
+    @classmethod
+    def from_identity(cls, identity: dict, where: str = "cell") -> "Cell":
+        """The cell a run record stores under "cell" (`identity`'s inverse); a missing or unknown
+        field raises ConfigError naming it."""
+        if not isinstance(identity, dict):
+            raise ConfigError(f"{where}: expected a table of cell fields, got {type(identity).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        unknown, missing = sorted(set(identity) - names), sorted(required - set(identity))
+        if unknown or missing:
+            raise ConfigError(f"{where}: " + (f"unknown field {unknown[0]!r}" if unknown else f"missing field {missing[0]!r}") + f" (fields: {', '.join(sorted(names))})")
+        return cls(**identity)
+
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
