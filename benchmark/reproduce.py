@@ -25,7 +25,6 @@ Validation metrics have no stored ranks, so they are not checked.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -38,39 +37,35 @@ from tabulate import tabulate
 from benchmark.config import ConfigError
 from benchmark.data import DataError
 from benchmark.metrics import metrics_from_ranks
-from benchmark.records import PROJECT_ROOT, code_digest, environment, git_commit, module_closure, write_json_atomic
+from benchmark import records
+from benchmark.records import PROJECT_ROOT, RecordError, code_digest, git_commit, module_closure, write_json_atomic
 from benchmark.registry import MODELS, model_spec
 from benchmark.run import load_data, record_path, run_cell
 from benchmark.suite import Cell
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 RANKS = {"test": "test_ranks", "test_masked": "test_ranks_masked"}  # metric block -> per_user key
-RECORD_KEYS = ("key", "cell", "dataset", "model", "seed", "metrics", "environment")
-
-
-class RecordError(Exception):
-    """The file is not a run record this module can check."""
+RERUN_KEYS = ("cell", "environment")  # beyond records.RECORD_FIELDS
 
 
 def read_record(path: str | Path) -> dict:
+    """`records.read_record`, plus what a rerun needs: the stored cell and environment, and metrics
+    that are numbers (a RecordError naming the file otherwise)."""
     path = Path(path)
     if path.is_dir():
         raise RecordError(f"{path}: is a directory; give one run record (a .json file under runs/)")
     try:
-        record = json.loads(path.read_text())
+        record = records.read_record(path)
     except FileNotFoundError:
         raise RecordError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{path}: cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"{path}: not JSON ({exc})") from None
-    missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    missing = [k for k in RERUN_KEYS if k not in record]
     if missing:
-        raise RecordError(f"{path}: not a run record (no {missing[0]!r})")
-    metrics = record["metrics"]
-    if not isinstance(metrics, dict) or not all(isinstance(values, dict) for values in metrics.values()):
-        raise RecordError(f"{path}: metrics is not a table of metric blocks (valid, test, ...)")
-    for block, values in metrics.items():
+        raise RecordError(f"{path}: not a run record this can rerun (no {missing[0]!r})")
+    for block, values in record["metrics"].items():
+        if not isinstance(values, dict):
+            raise RecordError(f"{path}: metrics.{block} is not a table of metrics")
         for name, value in values.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RecordError(f"{path}: metrics.{block}.{name} is not a number")

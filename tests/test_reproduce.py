@@ -112,7 +112,8 @@ def test_a_record_of_other_data_is_refused_before_training(tmp_path, capsys, mon
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda r: r.pop("metrics"), "not a run record (no 'metrics')"),
+        (lambda r: r.pop("metrics"), "not a run record ('metrics' missing"),
+        (lambda r: r.pop("cell"), "not a run record this can rerun (no 'cell')"),
         (lambda r: r["metrics"]["test"].update({"HR@10": None}), "metrics.test.HR@10 is not a number"),
         (lambda r: r["cell"].update(model="nope"), "unknown model 'nope'"),
         (lambda r: r["cell"].update(seed=1), "the record was edited?"),
