@@ -164,7 +164,7 @@ class DiffuRec(SeqRecModel):
         cond = x_s + self.step_mlp(step_embedding(s * (1000.0 / cfg.steps), cfg.hidden))  # (B, d)
         lam = cfg.delta + cfg.delta * torch.randn(h.shape, generator=generator, device=h.device)  # (B, L, d)
         z = h + lam * cond[:, None]
-        return self.encoder(z, keep, attention_mask(keep, causal=False))[:, -1]
+        return self.encoder(z, keep, attention_mask(keep, causal=False), tail=1)[:, 0]  # the last position only
 
     def q_sample(self, x0: torch.Tensor, s: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s) noise; x0, noise: (B, d), s: (B,)."""
