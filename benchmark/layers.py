@@ -55,14 +55,18 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv_out: list | None = None) -> torch.Tensor:
-        """kv_out: if given, this call's keys and values are appended to it (contiguous, for reuse)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv_out: list | None = None, tail: int = 0) -> torch.Tensor:
+        """kv_out: if given, this call's keys and values are appended to it (contiguous, for reuse).
+        tail > 0: the outputs of the last `tail` positions only, (B, tail, d) (queries of those,
+        keys and values of all)."""
         B, L, d = x.shape
         q, k, v = self.project(x)
         if kv_out is not None:
             kv_out.append((k.contiguous(), v.contiguous()))  # permuted views would be copied at every reuse
+        if tail:
+            q, mask = q[:, :, -tail:], mask[:, :, -tail:]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, L, d))
+        return self.out(y.transpose(1, 2).reshape(B, q.shape[2], d))
 
     def attend_queries(self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Query tokens x (B, K, d) that attend to cached context keys and values (B, h, L, d/h)
@@ -87,8 +91,10 @@ class TransformerBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv_out: list | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), mask, kv_out))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv_out: list | None = None, tail: int = 0) -> torch.Tensor:
+        """tail > 0: the outputs of the last `tail` positions only (see `SelfAttention.forward`)."""
+        y = self.drop(self.attn(self.ln1(x), mask, kv_out, tail))
+        x = (x[:, -tail:] if tail else x) + y
         return x + self.drop(self.ffn(self.ln2(x)))
 
     def forward_queries(self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -105,13 +111,20 @@ class TransformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(d, heads, dropout) for _ in range(layers))
         self.ln = nn.LayerNorm(d)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # x: (B, L, d); keep: (B, L) bool; mask: (B, 1, L, L) from attention_mask
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor, tail: int = 0) -> torch.Tensor:
+        # x: (B, L, d); keep: (B, L) bool; mask: (B, 1, L, L) from attention_mask -> (B, L, d), or
+        # with tail > 0 the outputs of the last `tail` positions only, (B, tail, d): the other
+        # positions still give the last block its keys and values but skip the rest of it.
         keep = keep[..., None].to(x.dtype)
         x = x * keep
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x, mask) * keep
+        x = self.blocks[-1](x, mask, tail=tail) * (keep[:, -tail:] if tail else keep)
         return self.ln(x)
+
+    def forward_last(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`forward(x, keep, mask)[:, -1]`, (B, d): scoring ranks after the last position alone."""
+        return self.forward(x, keep, mask, tail=1)[:, 0]
 
     @torch.inference_mode()
     def context(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -120,8 +133,10 @@ class TransformerEncoder(nn.Module):
         keep = keep[..., None].to(x.dtype)
         x = x * keep
         cache = []
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x, mask, cache) * keep
+        _, k, v = self.blocks[-1].attn.project(self.blocks[-1].ln1(x))  # the last block's outputs are never read
+        cache.append((k.contiguous(), v.contiguous()))
         return cache
 
     @torch.inference_mode()

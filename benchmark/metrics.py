@@ -22,6 +22,7 @@ import torch
 KS: tuple[int, ...] = (5, 10, 20)
 METRICS: tuple[str, ...] = ("HR", "NDCG", "MRR")
 SELECTION_METRIC = "NDCG@10"
+RANK_ROWS = 64  # users per chunk when counting the items ranked ahead of each target
 
 PROTOCOL = {
     "ranking": "full (all items, padding excluded)",
@@ -67,7 +68,10 @@ def ranks_unmasked_and_masked(scores, targets, history=None) -> tuple[torch.Tens
     if not torch.isfinite(ranked.sum()) and not torch.isfinite(ranked).all():  # cheap check first
         raise ValueError("scores contain NaN or inf among the ranked items")
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
-    ranks = (ranked >= target_scores).sum(dim=1) - 1  # the target itself is counted once
+    # Counted in chunks of rows, as int32 (n_items < 2^31): a whole (B, n_items) boolean and its
+    # int64 sum were fresh, page-faulted allocations, 4-6x slower on beauty at 1,024 users.
+    ahead_counts = [(ranked[i : i + RANK_ROWS] >= target_scores[i : i + RANK_ROWS]).sum(dim=1, dtype=torch.int32) for i in range(0, len(ranked), RANK_ROWS)]
+    ranks = torch.cat(ahead_counts).long() - 1 if ahead_counts else targets.new_empty(0)  # the target itself is counted once
     if history is None:
         return ranks, None
     hist, _ = _history_tensor(history, scores.shape[0]).to(scores.device).sort(dim=1)  # (B, H)

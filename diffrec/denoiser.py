@@ -89,8 +89,7 @@ class DSR(nn.Module):
             clean = clean + z
         x = torch.cat([clean, self.slot_tokens(history, noisy, cols, z, positions)], dim=1)  # (B, L + K, d)
         keep_all = torch.cat([keep, keep[:, cols]], dim=1)  # a noisy token is real when its history is
-        out = self.encoder(self.drop(x), keep_all, two_stream_mask(keep, cols))
-        return out[:, L:]  # (B, K, d)
+        return self.encoder(self.drop(x), keep_all, two_stream_mask(keep, cols), tail=len(cols))  # (B, K, d): the noisy tokens come last
 
     def slot_tokens(self, history: torch.Tensor, noisy: torch.Tensor, cols: torch.Tensor, z: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The noisy stream's input tokens (B, K, d)."""
