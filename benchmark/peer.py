@@ -310,6 +310,7 @@ def load_recbole_reference(path: str | Path = OUT) -> dict | None:
 
 
 def measure(args) -> dict:
+    env = environment("cpu")  # now: the commit (and whether the tree is dirty) as the run starts
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     split = leave_one_out(data, users=args.users)  # --users: a quick check on the first users
@@ -366,7 +367,7 @@ def measure(args) -> dict:
         "rounds": args.rounds,
         "threads": args.threads,
         "clock": "time.process_time: CPU seconds of each process",
-        "environment": environment("cpu"),
+        "environment": env,
         "platform": platform.platform(),
         "recbole": info,
         "load_before": load_before,
