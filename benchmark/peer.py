@@ -33,7 +33,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -397,8 +396,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.threads < 1:
         p.error("--rounds and --threads must be >= 1")
-    if shutil.which("git") is None:
-        print("note: no git, the record's commit is 'unknown'", file=sys.stderr)
     try:
         m = measure(args)
     except (PeerError, DataError) as exc:
