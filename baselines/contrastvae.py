@@ -66,6 +66,7 @@ from torch import nn
 from baselines.svae import gaussian_kl, kl_weight, latent_diagnostics
 from benchmark.layers import TransformerEncoder, attention_mask, init_weights, position_ids
 from benchmark.model import Batch, SeqRecModel
+from benchmark.output import item_scores, softmax_cross_entropy
 
 Augmentation = Literal["model", "variational", "data"]
 AugmentOp = Literal["crop", "mask", "reorder"]
@@ -182,9 +183,9 @@ class ContrastVAE(SeqRecModel):
         """z: (B, L, d) latents, keep: (B, L) real positions -> (B, L, d) next-item states."""
         return self.decoder(z, keep, attention_mask(keep, causal=True))
 
-    def item_logits(self, g: torch.Tensor) -> torch.Tensor:
-        """g: (..., d) -> (..., n_items + 1); the mask token's row is never scored."""
-        return g @ self.item_emb.weight[: self.n_items + 1].T
+    def item_table(self) -> torch.Tensor:
+        """The output layer (n_items + 1, d): the item table without the mask token's row, never scored."""
+        return self.item_emb.weight[: self.n_items + 1]
 
     def view_loss(self, inputs: torch.Tensor, targets: torch.Tensor, noise_scale: torch.Tensor | float = 1.0):
         """One view's reconstruction loss, KL and sequence latent u: (B, d)."""
@@ -192,9 +193,7 @@ class ContrastVAE(SeqRecModel):
         mu, logvar = self.posterior(inputs)
         z = mu + noise_scale * (0.5 * logvar).exp() * torch.randn_like(mu)  # (B, L, d)
         real = targets > 0
-        logits = self.item_logits(self.decode(z, keep)[real])  # (M, n_items + 1)
-        logits[:, 0] = float("-inf")
-        rec = F.cross_entropy(logits, targets[real])
+        rec, _ = softmax_cross_entropy(self.decode(z, keep)[real], self.item_table(), targets[real])
         kl = gaussian_kl(mu[real], logvar[real]).mean()
         return rec, kl, (z * keep[..., None]).sum(1)
 
@@ -231,7 +230,7 @@ class ContrastVAE(SeqRecModel):
 
     def score(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         mu, _ = self.posterior(seqs)
-        return self.item_logits(self.decode(mu, seqs > 0)[:, -1])  # (B, n_items + 1)
+        return item_scores(self.decode(mu, seqs > 0)[:, -1], self.item_table())  # (B, n_items + 1)
 
     def on_epoch_start(self, epoch: int) -> None:
         self.beta = kl_weight(epoch, self.cfg.beta_max, self.cfg.anneal_epochs)

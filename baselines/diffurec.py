@@ -61,6 +61,7 @@ from torch import nn
 
 from benchmark.layers import TransformerEncoder, attention_mask
 from benchmark.model import Batch, SeqRecModel
+from benchmark.output import item_scores, softmax_cross_entropy
 
 
 def truncated_linear_betas(steps: int) -> torch.Tensor:
@@ -93,13 +94,6 @@ def all_prefixes(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 def recent_targets(targets: torch.Tensor, k: int) -> torch.Tensor:
     """targets: (B, L) left-padded -> the same with all but each row's k most recent targets zeroed."""
     return F.pad(targets[:, -k:], (targets.shape[1] - min(k, targets.shape[1]), 0))
-
-
-def rounding_logits(x0_hat: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
-    """x0_hat: (B, d), item_emb: (n_items + 1, d) -> (B, n_items + 1) dot products, padding at -inf."""
-    logits = x0_hat @ item_emb.T
-    logits[:, 0] = float("-inf")
-    return logits
 
 
 @dataclass(frozen=True)
@@ -188,7 +182,7 @@ class DiffuRec(SeqRecModel):
         s = torch.randint(0, self.cfg.steps, target.shape, device=target.device)
         x_s = self.q_sample(x0, s, torch.randn_like(x0))
         x0_hat = self.approximate(*self.history(seqs), x_s, s)
-        return F.cross_entropy(rounding_logits(x0_hat, self.item_emb.weight), target), {}
+        return softmax_cross_entropy(x0_hat, self.item_emb.weight, target)[0], {}  # rounding: dot products with the table
 
     def score(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         h, keep = self.history(seqs)  # deterministic in eval mode: shared by all steps
@@ -196,4 +190,4 @@ class DiffuRec(SeqRecModel):
         for s in reversed(range(self.cfg.steps)):
             x0_hat = self.approximate(h, keep, x, torch.full((seqs.shape[0],), s, device=seqs.device), generator)
             x = self.reverse_step(x0_hat, x, s, torch.randn(x.shape, generator=generator, device=x.device) if s > 0 else None)
-        return x @ self.item_emb.weight.T  # (B, n_items + 1)
+        return item_scores(x, self.item_emb.weight)  # (B, n_items + 1)

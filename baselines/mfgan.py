@@ -185,10 +185,11 @@ class MFGAN(SeqRecModel):
         g_opt, d_opt = optimizers
         real = batch.targets > 0
         pos = batch.targets[real]  # (M,)
-        logits = self.generator.hidden_states(batch.inputs)[real] @ self.generator.item_emb.weight.T  # (M, n_items + 1)
-        logits[:, 0] = float("-inf")
+        # The padding row is left out of the softmax (column j is item j + 1) rather than set to -inf in
+        # place, which would make autograd copy the whole (M, n_items) gradient.
+        logits = self.generator.hidden_states(batch.inputs)[real] @ self.generator.item_emb.weight[1:].T  # (M, n_items)
         log_probs = F.log_softmax(logits, -1)
-        fake = torch.multinomial(log_probs.detach().exp(), self.cfg.samples, replacement=True)  # (M, K)
+        fake = torch.multinomial(log_probs.detach().exp(), self.cfg.samples, replacement=True) + 1  # (M, K) item ids
 
         # Discriminators: real next items -> 1, generated ones -> 0.
         judged = self.judge(batch.inputs, real, torch.cat([pos[:, None], fake], 1))  # name -> (M, 1 + K)
@@ -201,10 +202,10 @@ class MFGAN(SeqRecModel):
         d_opt.step()
 
         # Generator: policy gradient on the discriminators' reward, or maximum likelihood.
-        mle = F.nll_loss(log_probs, pos)
+        mle = F.nll_loss(log_probs, pos - 1)
         rewards = torch.stack([torch.sigmoid(z[:, 1:].detach()) for z in judged.values()]).mean(0)  # (M, K)
         if self.adversarial:
-            g_loss = policy_gradient_loss(log_probs.gather(1, fake), rewards) + self.cfg.mle_weight * mle
+            g_loss = policy_gradient_loss(log_probs.gather(1, fake - 1), rewards) + self.cfg.mle_weight * mle
         else:
             g_loss = mle
         g_opt.zero_grad(set_to_none=True)

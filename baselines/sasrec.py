@@ -33,6 +33,7 @@ from torch import nn
 
 from benchmark.layers import TransformerEncoder, attention_mask, init_weights, position_ids
 from benchmark.model import Batch, SeqRecModel
+from benchmark.output import item_scores, softmax_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -72,20 +73,20 @@ class SASRec(SeqRecModel):
         self.encoder = TransformerEncoder(d, cfg.layers, cfg.heads, cfg.dropout)
         self.apply(partial(init_weights, std=cfg.init_std))
 
-    def hidden_states(self, seqs: torch.Tensor) -> torch.Tensor:
-        """seqs: (B, L) left-padded -> (B, L, d) causal states."""
+    def hidden_states(self, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """seqs: (B, L) left-padded -> (B, L, d) causal states, or (B, d) the last one's with
+        `last_only` (inference only)."""
         keep = seqs > 0
         x = self.item_emb(seqs) * self.cfg.hidden**0.5 + self.pos_emb(position_ids(seqs.shape[1], self.max_len, seqs.device))
-        return self.encoder(self.drop(x), keep, attention_mask(keep, causal=True))
+        encode = self.encoder.forward_last if last_only else self.encoder
+        return encode(self.drop(x), keep, attention_mask(keep, causal=True))
 
     def loss(self, batch: Batch):
         h = self.hidden_states(batch.inputs)
         real = batch.targets > 0
         h, pos = h[real], batch.targets[real]  # (M, d), (M,)
         if self.cfg.loss == "ce":
-            logits = h @ self.item_emb.weight.T  # (M, n_items + 1)
-            logits[:, 0] = float("-inf")
-            return F.cross_entropy(logits, pos), {}
+            return softmax_cross_entropy(h, self.item_emb.weight, pos)[0], {}
         neg = torch.randint(1, self.n_items, pos.shape, device=pos.device)
         neg = neg + (neg >= pos).long()  # uniform over the items other than the positive
         pos_logit = (h * self.item_emb(pos)).sum(-1)
@@ -96,4 +97,4 @@ class SASRec(SeqRecModel):
         return loss, {}
 
     def score(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.hidden_states(seqs)[:, -1] @ self.item_emb.weight.T  # (B, n_items + 1)
+        return item_scores(self.hidden_states(seqs, last_only=True), self.item_emb.weight)  # (B, n_items + 1)

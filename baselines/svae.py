@@ -44,10 +44,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from benchmark.model import Batch, SeqRecModel
+from benchmark.output import item_scores, softmax_cross_entropy
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016
 
@@ -153,15 +153,15 @@ class SVAE(SeqRecModel):
         real = batch.targets > 0
         mu, logvar, target = mu[real], logvar[real], batch.targets[real]  # (M, K), (M, K), (M,)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        logits = self.decoder(z)  # (M, n_items + 1)
-        logits[:, 0] = float("-inf")
-        nll = F.cross_entropy(logits, target)
+        out = self.decoder[-1]  # the decoder's output layer over items, (n_items + 1, d)
+        nll, _ = softmax_cross_entropy(self.decoder[:-1](z), out.weight, target, bias=out.bias)
         kl = gaussian_kl(mu, logvar).mean()
         return nll + self.beta * kl, {"nll": float(nll.detach()), "kl": float(kl.detach()), "beta": self.beta}
 
     def score(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         mu, _ = self.posterior(seqs)
-        return self.decoder(mu[:, -1])  # (B, n_items + 1)
+        out = self.decoder[-1]
+        return item_scores(self.decoder[:-1](mu[:, -1]), out.weight, out.bias)  # (B, n_items + 1)
 
     def on_epoch_start(self, epoch: int) -> None:
         self.beta = kl_weight(epoch, self.cfg.beta_max, self.cfg.anneal_epochs)

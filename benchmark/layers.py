@@ -91,6 +91,15 @@ class TransformerBlock(nn.Module):
         x = x + self.drop(self.attn(self.ln1(x), mask, kv_out))
         return x + self.drop(self.ffn(self.ln2(x)))
 
+    def forward_last(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, d) -> (B, 1, d): `forward`'s output at the last position only (inference only):
+        every position's keys and values, but the query, projection and feed-forward of one."""
+        B, L, d = x.shape
+        q, k, v = self.attn.project(self.ln1(x))  # (B, h, L, d/h)
+        y = F.scaled_dot_product_attention(q[:, :, -1:], k, v, attn_mask=mask[:, :, -1:])  # (B, h, 1, d/h)
+        x = x[:, -1:] + self.attn.out(y.transpose(1, 2).reshape(B, 1, d))
+        return x + self.ffn(self.ln2(x))
+
     def forward_queries(self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """The block for query tokens over cached context keys and values (see `SelfAttention.attend_queries`)."""
         x = x + self.attn.attend_queries(self.ln1(x), k_ctx, v_ctx, allowed)
@@ -112,6 +121,16 @@ class TransformerEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, mask) * keep
         return self.ln(x)
+
+    @torch.inference_mode()
+    def forward_last(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`forward(x, keep, mask)[:, -1]`, (B, d), without running the other positions through the
+        last block (inference only: scoring ranks after the last position alone)."""
+        keep = keep[..., None].to(x.dtype)
+        x = x * keep
+        for block in self.blocks[:-1]:
+            x = block(x, mask) * keep
+        return self.ln(self.blocks[-1].forward_last(x, mask) * keep[:, -1:])[:, 0]
 
     @torch.inference_mode()
     def context(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:

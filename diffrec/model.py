@@ -88,11 +88,11 @@ from functools import partial
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from benchmark.layers import init_weights, position_ids
 from benchmark.model import Batch, SeqRecModel
+from benchmark.output import item_scores, mixture_log_probs, softmax_cross_entropy
 from diffrec.denoiser import DSR, SlotContext, SlotInput, StepEmbedding, StepTokens
 from diffrec.samplers import SamplerKind, ancestral, average, strided
 from diffrec.schedule import Schedule, ScheduleKind, at_step, make_betas, make_schedule, q_sample
@@ -186,32 +186,25 @@ class DiffRec(SeqRecModel):
         """(...,) item ids -> (..., d) the vectors that are diffused and attended to: E(v) sqrt(d)."""
         return self.item_emb(items) * self.cfg.hidden**0.5
 
-    def logits(self, h0: torch.Tensor) -> torch.Tensor:
-        """Rounding transition W h^0 + b: (..., d) -> (..., n_items + 1), padding column -inf."""
-        weight = self.item_emb.weight if self.out is None else self.out.weight
-        logits = h0 @ weight.T
-        if self.bias is not None:
-            logits = logits + self.bias
-        logits[..., 0] = float("-inf")
-        return logits
+    def rounding_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The rounding transition's W (n_items + 1, d), padding row 0 never scored, and b (n_items + 1,) or None."""
+        return (self.item_emb.weight if self.out is None else self.out.weight), self.bias
 
     def loss(self, batch: Batch):
-        cfg = self.cfg
         n, weight = self.step_sampler.sample(batch.inputs.shape[0], batch.inputs.device)  # (B,), (B,)
-        terms = self.target_terms(batch, n)
-        per_target = cfg.mse_weight * terms["mse"] + cfg.ce_weight * terms["ce"]  # (M,)
-        if cfg.h0_ce_weight:
-            per_target = per_target + cfg.h0_ce_weight * terms["h0_ce"]
+        terms = self.target_terms(batch, n, weight)
         seq_of = terms["seq"]
-        per_seq = torch.zeros_like(n, dtype=per_target.dtype).index_add_(0, seq_of, per_target.detach())
+        per_seq = torch.zeros_like(n, dtype=terms["per_target"].dtype).index_add_(0, seq_of, terms["per_target"])
         self.step_sampler.update(n, per_seq / torch.bincount(seq_of, minlength=len(n)).clamp(min=1))
-        loss = (weight[seq_of] * per_target).mean()
-        return loss, {"mse": float(terms["mse"].detach().mean()), "ce": float(terms["ce"].detach().mean())}
+        return terms["loss"], {"mse": float(terms["mse"].detach().mean()), "ce": float(terms["ce"].mean())}
 
-    def target_terms(self, batch: Batch, n: torch.Tensor) -> dict[str, torch.Tensor]:
+    def target_terms(self, batch: Batch, n: torch.Tensor, weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Loss terms of every real target of `batch` with its sequence at diffusion step n (B,):
-        "mse", "ce", "h0_ce" (when weighted) each (M,) over the M real targets, and "seq" (M,), the
-        sequence of each target. `loss` draws n; `diffrec.profile` fixes it."""
+        "mse", "ce", "h0_ce" (when weighted) each (M,) over the M real targets (the cross-entropies
+        detached), "seq" (M,), the sequence of each target, "per_target" (M,), the weighted sum of
+        the terms (detached), and "loss", the mean over targets of weight[seq] x that sum, with
+        gradients (weight: (B,) importance weights, default 1). `loss` draws n; `diffrec.profile`
+        fixes it."""
         cfg = self.cfg
         inputs, targets = batch.inputs[:, -(self.max_len - 1) :], batch.targets[:, -(self.max_len - 1) :]  # (B, L)
         B, L = inputs.shape
@@ -225,14 +218,18 @@ class DiffRec(SeqRecModel):
             history = q_sample(sched, history, n, torch.randn_like(history))
         cols = torch.arange(L, device=inputs.device)
         f = self.dsr(history, keep, self.slot_input(hn, n, sched), cols, n, position_ids(L + 1, self.max_len, inputs.device))  # (B, L, d)
-        terms = {
-            "mse": (f - h0).pow(2).mean(-1)[real],
-            "ce": F.cross_entropy(self.logits(f[real]), targets[real], reduction="none"),
-            "seq": torch.arange(B, device=inputs.device)[:, None].expand(B, L)[real],
-        }
+        seq = torch.arange(B, device=inputs.device)[:, None].expand(B, L)[real]  # (M,)
+        row = (torch.ones(len(seq), device=inputs.device) if weight is None else weight[seq].detach()) / max(len(seq), 1)  # d loss / d term
+        W, b = self.rounding_layer()
+        mse = (f - h0).pow(2).mean(-1)[real]
+        ce_loss, ce = softmax_cross_entropy(f[real], W, targets[real], bias=b, row_weights=cfg.ce_weight * row)
+        terms = {"mse": mse, "ce": ce, "seq": seq}
+        per_target = cfg.mse_weight * mse.detach() + cfg.ce_weight * ce
+        loss = (cfg.mse_weight * row * mse).sum() + ce_loss
         if cfg.h0_ce_weight:
-            terms["h0_ce"] = F.cross_entropy(self.logits(h0[real]), targets[real], reduction="none")
-        return terms
+            h0_loss, terms["h0_ce"] = softmax_cross_entropy(h0[real], W, targets[real], bias=b, row_weights=cfg.h0_ce_weight * row)
+            per_target, loss = per_target + cfg.h0_ce_weight * terms["h0_ce"], loss + h0_loss
+        return {**terms, "per_target": per_target, "loss": loss}
 
     def score(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         cfg = self.cfg
@@ -259,15 +256,15 @@ class DiffRec(SeqRecModel):
                 out = self.dsr(hist, keep, slots, cols, steps, positions)
             return out if h.dim() == 3 else out[:, 0]
 
-        def rounding(h0: torch.Tensor) -> torch.Tensor:
-            return F.log_softmax(self.logits(h0), dim=-1)
+        def rounding(h0: torch.Tensor) -> torch.Tensor:  # (R, d) -> (R, n_items + 1) log p(v | h0)
+            return item_scores(h0, *self.rounding_layer(), log_probs=True)
 
         shape = (B, cfg.hidden)
         if cfg.sampler == "ancestral":
             return ancestral(denoise, rounding, sched, shape, generator, device=seqs.device)
         if cfg.sampler == "strided":
             return strided(denoise, rounding, sched, shape, generator, cfg.sampler_steps, device=seqs.device)
-        return average(denoise, rounding, sched, shape, generator, cfg.samples, device=seqs.device)
+        return average(denoise, rounding, sched, shape, generator, cfg.samples, device=seqs.device, mixture=lambda h0: mixture_log_probs(h0, *self.rounding_layer()))
 
     def slot_input(self, hn: torch.Tensor, n: torch.Tensor, sched: Schedule) -> torch.Tensor:
         """What enters the slot: h^n (B, K, d) as is, or scaled by sqrt(abar_n) for the steps n, (B,)

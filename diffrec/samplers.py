@@ -29,6 +29,7 @@ from diffrec.schedule import Schedule
 SamplerKind = Literal["ancestral", "strided", "average"]
 Denoise = Callable[[torch.Tensor, int], torch.Tensor]
 Rounding = Callable[[torch.Tensor], torch.Tensor]
+Mixture = Callable[[torch.Tensor], torch.Tensor]
 
 
 def posterior_coefficients(sched: Schedule) -> list[tuple[float, float, float]]:
@@ -75,12 +76,16 @@ def strided(denoise: Denoise, rounding: Rounding, sched: Schedule, shape: tuple[
 
 
 @torch.inference_mode()
-def average(denoise: Denoise, rounding: Rounding, sched: Schedule, shape: tuple[int, int], generator: torch.Generator, m: int, device=None) -> torch.Tensor:
+def average(
+    denoise: Denoise, rounding: Rounding, sched: Schedule, shape: tuple[int, int], generator: torch.Generator, m: int, device=None, mixture: Mixture | None = None
+) -> torch.Tensor:
+    """`mixture(hhat^0)`, if given: (B, m, d) -> (B, V) the log of the mean of the m rounded
+    distributions, computed as the default (one rounding call, one logsumexp over m) but faster."""
     if m < 1:
         raise ValueError(f"samples must be >= 1, got {m}")
     h = torch.stack([torch.randn(shape, generator=generator, device=device) for _ in range(m)], dim=1)  # (B, m, d)
     h0 = denoise(h, sched.steps)  # (B, m, d)
-    total = rounding(h0[:, 0])  # (B, V); a running logaddexp keeps one (B, V) buffer besides it
-    for j in range(1, m):
-        total = torch.logaddexp(total, rounding(h0[:, j]))
-    return total - math.log(m)
+    if mixture is not None:
+        return mixture(h0)
+    log_probs = rounding(h0.reshape(-1, h0.shape[-1])).view(h0.shape[0], m, -1)  # (B, m, V): one product for all m
+    return torch.logsumexp(log_probs, dim=1).sub_(math.log(m))

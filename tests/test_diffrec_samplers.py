@@ -47,6 +47,30 @@ def test_average_is_the_mean_of_m_one_step_predictions():
     torch.testing.assert_close(run(average, 3, m=4), expected)
 
 
+def test_average_is_one_rounding_call_equal_to_the_running_logaddexp():
+    """In float64 against the former loop (m roundings, m - 1 logaddexp passes), with rounding
+    sharp enough that the mean of the probabilities underflows outside the log domain."""
+    calls = []
+
+    def sharp(h0):
+        calls.append(h0.shape)
+        return F.log_softmax(h0 @ (5000 * W.double()), dim=-1)
+
+    def denoise64(h, n):
+        return denoise(h, n).double()
+
+    got = average(denoise64, sharp, SCHED, (3, 4), torch.Generator().manual_seed(5), m=4)
+    assert calls == [(12, 4)]  # one (B m, d) product
+    g = torch.Generator().manual_seed(5)
+    h0 = denoise64(torch.stack([torch.randn(3, 4, generator=g) for _ in range(4)], dim=1), SCHED.steps)  # (B, m, d)
+    total = sharp(h0[:, 0])
+    for j in range(1, 4):
+        total = torch.logaddexp(total, sharp(h0[:, j]))
+    expected = total - math.log(4)
+    assert torch.isfinite(expected).all() and (expected < -800).any()  # exp() of it is 0 in float64
+    torch.testing.assert_close(got, expected)
+
+
 def test_ancestral_step_uses_the_posterior():
     h_n, h0 = torch.randn(2, 4), torch.randn(2, 4)
     mean, var = q_posterior(SCHED, h0, h_n, torch.tensor([7, 7]))

@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from baselines.diffurec import DiffuRec, DiffuRecConfig, all_prefixes, recent_targets, rounding_logits, step_embedding, truncated_linear_betas
+from baselines.diffurec import DiffuRec, DiffuRecConfig, all_prefixes, recent_targets, step_embedding, truncated_linear_betas
 from benchmark.model import Batch
+from benchmark.output import item_scores, softmax_cross_entropy
 
 
 def test_truncated_linear_schedule_endpoints():
@@ -42,10 +42,11 @@ def test_recent_targets_keeps_the_last_k_of_each_row():
 
 def test_rounding_cross_entropy_by_hand():
     item_emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])  # row 0 = padding
-    logits = rounding_logits(torch.tensor([[1.0, 0.0]]), item_emb)
-    assert logits[0, 0] == float("-inf") and logits[0, 1:].tolist() == [1.0, 0.0, 2.0]
+    x0_hat = torch.tensor([[1.0, 0.0]])
+    logits = item_scores(x0_hat, item_emb)
+    assert logits[0, 1:].tolist() == [1.0, 0.0, 2.0]
     expected = math.log(math.e + 1 + math.e**2) - 1  # -log softmax of item 1 among items 1..3
-    assert F.cross_entropy(logits, torch.tensor([1])).item() == pytest.approx(expected)
+    assert softmax_cross_entropy(x0_hat, item_emb, torch.tensor([1]))[0].item() == pytest.approx(expected)
 
 
 def test_posterior_step_matches_ho_et_al():

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from baselines.sasrec import SASRec, SASRecConfig
+from benchmark.layers import attention_mask
 from benchmark.model import Batch
 from benchmark.splits import left_pad
 
@@ -23,6 +24,19 @@ def test_padding_is_inert():
             alone = model.score(s[None])  # cut to its own length: no padding at all
             assert torch.isfinite(batch_scores[i]).all()
             torch.testing.assert_close(batch_scores[i], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_scoring_runs_only_the_last_position_through_the_last_block():
+    model = _model()
+    seqs = left_pad([[3, 7, 9], [1], list(range(4, 16))], 12)
+    keep = seqs > 0
+    x = torch.randn(3, 12, 16)
+    mask = attention_mask(keep, causal=True)
+    with torch.no_grad():
+        full = model.encoder(x, keep, mask)[:, -1]
+        torch.testing.assert_close(model.encoder.forward_last(x, keep, mask), full)
+        scores = model.score(seqs)
+        torch.testing.assert_close(scores[:, 1:], (model.hidden_states(seqs)[:, -1] @ model.item_emb.weight.T)[:, 1:])
 
 
 def test_padding_is_inert_in_training_mode_gradients():
