@@ -7,6 +7,11 @@ Times are each case's fastest round (`min`): on a shared machine the least distu
 best estimate of the cost; the median is printed beside it. The documented CPU command times CPU
 seconds of the process (`--benchmark-timer=time.process_time`, one torch thread), see
 `benchmark.speed`.
+
+RecBole's times come from the committed output of the peer benchmark (`python -m benchmark.peer
+recbole` -> results/bench/peer-recbole.json, its best rounds); each line names that file, its date
+and CPU, since they were measured in another run than the JSON reported on. Without that file the
+RecBole ratios are left out.
 """
 from __future__ import annotations
 
@@ -15,14 +20,15 @@ import json
 import sys
 from pathlib import Path
 
+from benchmark.peer import OUT as PEER_JSON
+from benchmark.peer import load_recbole_reference
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-RECBOLE_EVAL_S = 17.0  # RecBole 1.2.1 full-sort evaluation of beauty on the project machine
-RECBOLE_EPOCH_S = 263.0  # RecBole 1.2.1 SASRec (CE, hidden 64, 2 layers, 2 heads, max_len 50, batch 256), one beauty epoch
 LOOP_SAMPLERS = ("ancestral", "strided", "diffurec")
 
 
@@ -48,8 +54,9 @@ def _min_s(df: pd.DataFrame, **where) -> float | None:
     return float(sel["min_s"].min()) if len(sel) else None
 
 
-def targets(df: pd.DataFrame) -> list[str]:
-    """The issue's speed targets, each as a measured ratio with its verdict."""
+def targets(df: pd.DataFrame, recbole: dict | None = None) -> list[str]:
+    """The issue's speed targets, each as a measured ratio with its verdict; the RecBole ratios only
+    with `recbole` (`benchmark.peer.load_recbole_reference`)."""
     lines = []
     for batch in sorted(df[df["kind"].isin(["test_sasrec_scoring", "test_diffrec_denoiser_call"])]["users"].unique()):
         b = int(batch)
@@ -66,14 +73,20 @@ def targets(df: pd.DataFrame) -> list[str]:
             ratio = float(avg["min_s"].median()) / sas
             lines.append(f"- average (default m), batch {b}: time / SASRec scoring = {ratio:.2f} (target <= 2: {'met' if ratio <= 2 else 'MISSED'})")
     for _, r in df[df["kind"] == "test_full_ranking_evaluation"].iterrows():
-        verdict = f"speed-up {RECBOLE_EVAL_S / r['min_s']:.2f}x over RecBole's {RECBOLE_EVAL_S:g} s" + (" (target >= 3x: met)" if r["min_s"] * 3 <= RECBOLE_EVAL_S else " (target >= 3x: MISSED)")
-        lines.append(f"- evaluation of all {int(r['users'])} beauty test users, {r['model']}: {r['min_s']:.2f} s, {r['users/s']:.0f} users/s; {verdict}")
+        line = f"- evaluation of all {int(r['users'])} beauty test users, {r['model']}: {r['min_s']:.2f} s, {r['users/s']:.0f} users/s"
+        if recbole:
+            rb = recbole["eval_s"]
+            line += f"; speed-up {rb / r['min_s']:.2f}x over RecBole's {rb:.1f} s ({recbole['source']}) (target >= 3x: {'met' if r['min_s'] * 3 <= rb else 'MISSED'})"
+        lines.append(line)
     for _, r in df[df["kind"] == "test_training_throughput"].iterrows():
         epoch = r["epoch_s (extrapolated)"]
         line = f"- training {r['model']}: {r['seq/s']:.0f} sequences/s, {r['targets/s']:.0f} targets/s, epoch ~{epoch:.0f} s (extrapolated)"
-        if r["model"] == "sasrec-ce":
-            line += f"; speed-up {RECBOLE_EPOCH_S / epoch:.2f}x over RecBole's {RECBOLE_EPOCH_S:g} s (target >= 3x: {'met' if epoch * 3 <= RECBOLE_EPOCH_S else 'MISSED'})"
+        if r["model"] == "sasrec-ce" and recbole:
+            rb = recbole["epoch_s"]
+            line += f"; speed-up {rb / epoch:.2f}x over RecBole's {rb:.0f} s ({recbole['source']}) (target >= 3x: {'met' if epoch * 3 <= rb else 'MISSED'})"
         lines.append(line)
+    if not recbole:
+        lines.append(f"- RecBole ratios left out: no {PEER_JSON.name} (run `python -m benchmark.peer recbole`)")
     return lines
 
 
@@ -94,8 +107,9 @@ def plot(df: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_report(json_path: Path) -> tuple[Path, Path]:
+def write_report(json_path: Path, peer_json: Path = PEER_JSON) -> tuple[Path, Path]:
     data = json.loads(Path(json_path).read_text())
+    recbole = load_recbole_reference(peer_json)
     df = frame(data)
     machine = data.get("machine_info", {})
     device = ", ".join(sorted(set(df["device"].dropna()))) or "cpu"
@@ -106,7 +120,7 @@ def write_report(json_path: Path) -> tuple[Path, Path]:
         f"# Throughput benchmarks ({json_path.name})\n\n"
         f"Device: {title}; {data.get('datetime', '')}; timer `{data.get('benchmarks', [{}])[0].get('options', {}).get('timer', '?')}`; "
         f"torch threads {', '.join(map(str, sorted(set(df['threads'].dropna().astype(int)))))}. Times: fastest round (min) and median, seconds.\n\n"
-        "## Speed targets (ratios from this one run)\n\n" + "\n".join(targets(df)) + "\n\n"
+        "## Speed targets (ratios from this one run; RecBole's from the peer benchmark's run)\n\n" + "\n".join(targets(df, recbole)) + "\n\n"
         f"## All cases\n\n{df[cols].astype({'users': 'Int64'}).to_markdown(index=False, floatfmt='.4g', missingval='')}\n\n![users/s vs N]({png.name})\n"
     )
     md.write_text(text)
@@ -117,11 +131,13 @@ def write_report(json_path: Path) -> tuple[Path, Path]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.bench_report", description=__doc__.splitlines()[0])
     p.add_argument("json", nargs="+", type=Path, help="pytest-benchmark JSON file(s), e.g. results/bench/cpu.json")
+    p.add_argument("--peer", type=Path, default=PEER_JSON, help="the peer benchmark's JSON with RecBole's times (default results/bench/peer-recbole.json)")
     args = p.parse_args(argv)
+    recbole = load_recbole_reference(args.peer)
     for path in args.json:
-        for out in write_report(path):
+        for out in write_report(path, args.peer):
             print(f"wrote {out}")
-        print("\n".join(targets(frame(json.loads(path.read_text())))))
+        print("\n".join(targets(frame(json.loads(path.read_text())), recbole)))
     return 0
 
 
