@@ -124,8 +124,8 @@ def test_bad_configs_are_rejected():
     assert dataclasses.asdict(build_config(DiffRecConfig, {"steps": "200"}))["steps"] == 200
     # a chain that does not end in noise: sampling from N(0, I) at step N would not match training
     with pytest.raises(ConfigError, match=r"steps=1 ends at abar_N = 0.9, not pure noise"):
-        build_config(DiffRecConfig, {"steps": 1})
-    for ok in ({"steps": 2}, {"steps": 1, "schedule": "cosine"}, {"steps": 1, "schedule": "sqrt"}):
+        build_config(DiffRecConfig, {"steps": 1, "schedule": "linear"})
+    for ok in ({"steps": 1}, {"steps": 2}, {"steps": 1, "schedule": "cosine"}, {"steps": 1, "schedule": "sqrt"}):
         build_config(DiffRecConfig, ok)
     # sequence noise with a sampler that denoises at step N only, where the history is noise as well
     for bad in ({"sampler": "average"}, {"sampler": "strided", "sampler_steps": 1}):
