@@ -27,6 +27,9 @@ from benchmark.train import TrainConfig, evaluate, fit
 from tests.synthetic import chain_dataset, skip_chain_dataset
 
 TASKS = {"chain": chain_dataset, "skip-chain": skip_chain_dataset}
+# Validation HR@10 to reach. On the skip chain the models reach 0.92-1.00 here (ContrastVAE 0.92,
+# DiffRec 0.93) and the broken ones 0.25-0.31, chance being 10 / 40.
+PASS = {"chain": 0.9, "skip-chain": 0.8}
 
 # Models that need other settings to learn the chains quickly on CPU; the defaults otherwise.
 TRAIN = {
@@ -70,7 +73,7 @@ def test_learns_deterministic_chain(task, name, variant):
     model, _ = build_model(name, {**MODEL.get(name, MODEL["default"]), **variant}, n_items=split.n_items, max_len=split.max_len, seed=0)
     fit(model, split, TrainConfig(**TRAIN.get(name, TRAIN["default"])), seed=0, progress=False)
     hr10 = evaluate(model, split.valid)["metrics"]["HR@10"]
-    assert hr10 >= 0.9, f"{name} reached validation HR@10 {hr10:.3f} on the {task}"
+    assert hr10 >= PASS[task], f"{name} reached validation HR@10 {hr10:.3f} on the {task}"
 
 
 def test_diffrec_reads_its_noisy_target():
