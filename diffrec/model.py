@@ -16,7 +16,7 @@ Model (Sec. 4 of the paper):
 - Rounding: p(v | h^0) = softmax(W h^0 + b) over all items; the protocol ranks its log.
 - Objective: mse_weight * ||f(h^n, n) - h^0||^2 (x0-parameterised simplified bound)
   + ce_weight * CE(rounding(f(h^n, n)), v) (the rounding applied to the denoiser's estimate, the
-  term that ranks at inference; this benchmark's addition, not Diffusion-LM's)
+  term that ranks at inference; not Diffusion-LM's rounding term)
   + h0_ce_weight * CE(rounding(h^0), v) (Diffusion-LM's rounding term -log p(w | x_0) of its
   end-to-end objective, Li et al. 2022), one diffusion step per sequence, drawn uniformly or by
   the loss-aware importance sampler (`diffrec.step_sampler`).

@@ -13,8 +13,10 @@ its header gives the validation numbers behind each of its choices):
 - Rounding p(v | h^0) = softmax(W h^0 + b): `rounding_bias=True`, and W a matrix of its own
   (`tie_rounding=False`; the paper names W apart from the item table E).
 - The embedding transition h ~ N(E(v), beta_0 I) on every token: `transition="all"`.
-- The simplified objective ||f(h^n, n) - h^0||^2 - log p(v | h^0), the rounding term on h^0 as in
-  Diffusion-LM's end-to-end objective: `mse_weight=1`, `ce_weight=0`, `h0_ce_weight=1`.
+- The simplified objective, read (as in issue 19) as ||f(h^n, n) - h^0||^2 - log p(v | h^0), the
+  rounding term on h^0 as in Diffusion-LM's end-to-end objective: `mse_weight=1`, `ce_weight=0`,
+  `h0_ce_weight=1`. If the paper's equation rounds f(h^n, n) instead, that is `ce_weight=1`,
+  `h0_ce_weight=0`.
 - Its efficient training (steps drawn by importance) and inference (m samples denoised once at
   step N, rounded results averaged): `step_sampling="importance"`, `sampler="average"`.
 
