@@ -199,7 +199,7 @@ def test_embedding_transition_on_every_token_noises_the_history_in_training_only
     calls = capture_dsr_calls(model)
     model.loss(batch())
     inputs = batch().inputs[:, -(MAX_LEN - 1) :]
-    offset = (calls[0][0][0] - model.embed(inputs))[inputs > 0]  # (real tokens, d)
+    offset = (calls[0][0][0] - model.embed(inputs)).detach()[inputs > 0]  # (real tokens, d)
     if transition == "target":
         assert torch.equal(offset, torch.zeros_like(offset))
     else:  # h_i ~ N(E(v_i), beta0 I): variance 0.25 per coordinate
