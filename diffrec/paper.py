@@ -35,9 +35,9 @@ What the paper leaves open, and the closest reading taken here:
 
 Measured on `tests.synthetic.skip_chain_dataset` (next item = a permutation of the item two back;
 validation HR@10 after 60 epochs, hidden 64, dropout 0.1, seed 0; `diffrec` reaches 0.93 at hidden
-32 in 30): these defaults 0.60, MSE weight 0.1 0.57, `item_scale="sqrt_d"` 0.66, both 1.00. The
-literal form learns once its item vectors stand up to z_n and the noise and the MSE term no longer
-dominates the rounding term; which values hold on real data is for the tuning study to say.
+32 in 30): these defaults 0.60, MSE weight 0.1 0.57, `item_scale="sqrt_d"` 0.66, both 1.00. So
+the literal form learns the task only with both changes; which values hold on real data is for the
+tuning study to say.
 """
 from __future__ import annotations
 
