@@ -1,6 +1,7 @@
 """DiffuRec: a diffusion model for sequential recommendation.
 
-Li, Sun & Li, "DiffuRec: A Diffusion Model for Sequential Recommendation", ACM TOIS 42(3), 2023,
+Li, Sun & Li, "DiffuRec: A Diffusion Model for Sequential Recommendation", ACM TOIS 42(3), 2023
+(published 29 December 2023, https://doi.org/10.1145/3631116),
 https://arxiv.org/abs/2304.00686; authors' code https://github.com/WHUIR/DiffuRec (src/).
 
 Only the target item is diffused; the history conditions the approximator. Steps s = 0..T-1.

@@ -13,6 +13,7 @@ from baselines.svae import SVAE, SVAEConfig
 from benchmark.config import build_config, config_dict
 from benchmark.train import seed_everything
 from diffrec.model import INFERENCE_KEYS, DiffRec, DiffRecConfig
+from diffrec.paper import PAPER, PaperDiffRec
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ MODELS: dict[str, ModelSpec] = {
     "contrastvae": ModelSpec(ContrastVAE, ContrastVAEConfig, train={"lr": 3e-3}, about="ContrastVAE: Transformer VAE, two views, ELBOs + InfoNCE (Wang et al. 2022)"),
     "mfgan": ModelSpec(MFGAN, MFGANConfig, about="MFGAN-style: Transformer generator, item-id + popularity discriminators, policy gradient (Ren et al. 2020)"),
     "diffurec": ModelSpec(DiffuRec, DiffuRecConfig, train={"lr": 3e-3}, about="DiffuRec: target diffusion injected into the history, x0 rounding (Li, Sun & Li 2023)"),
-    "diffrec": ModelSpec(DiffRec, DiffRecConfig, inference=INFERENCE_KEYS, about="DiffRec, target-only diffusion with a Transformer denoiser (Du et al. 2023)"),
+    "diffrec": ModelSpec(DiffRec, DiffRecConfig, inference=INFERENCE_KEYS, about="DiffRec, target-only diffusion with a Transformer denoiser (Du et al. 2023), improved inputs"),
+    "diffrec-paper": ModelSpec(PaperDiffRec, DiffRecConfig, PAPER, inference=INFERENCE_KEYS, about="DiffRec as the paper writes it: raw z_n on every token, h^n alone in its slot, biased rounding (Du et al. 2023)"),
 }
 
 

@@ -27,7 +27,7 @@ FAMILIES = {
     "classic": ("pop", "sasrec-bce", "sasrec-ce"),
     "VAE": ("svae", "contrastvae"),
     "GAN": ("mfgan",),
-    "diffusion": ("diffurec", "diffrec"),
+    "diffusion": ("diffurec", "diffrec", "diffrec-paper"),
     "other": (),
 }
 SCALE = 100  # metrics print as percentages with two decimals: "2.87" for 0.0287

@@ -1,19 +1,25 @@
 """DiffRec: Sequential Recommendation with Diffusion Models.
 
-Du, Yuan, Zhao, Liu, Liu & Xu, 2023, https://arxiv.org/abs/2304.04541 (no public code). Not
-RecBole's DiffRec (Wang et al. 2023) and not DiffuRec (Li et al. 2023).
+Hanwen Du, Huanhuan Yuan, Zhen Huang, Pengpeng Zhao & Xiaofang Zhou, 2023,
+https://arxiv.org/abs/2304.04541 (no public code). Not RecBole's DiffRec ("Diffusion Recommender
+Model", Wang et al., SIGIR 2023) and not DiffuRec (Li, Sun & Li, TOIS 2023). This file is the
+improved form (registry name `diffrec`); the paper's literal form is the same model with other
+config values, `diffrec-paper` (`diffrec.paper`).
 
 Model (Sec. 4 of the paper):
-- Embedding transition: the target v gets h^0 ~ N(E(v), beta_0 I).
+- Embedding transition: the target v gets h^0 ~ N(E(v), beta_0 I) (`transition="all"`: every
+  history token too, as the paper writes it; inference uses the mean E(v)).
 - Forward process on the target only: h^n = sqrt(abar_n) h^0 + sqrt(1 - abar_n) eps; the history
   stays clean (`noise="sequence"` noises every history vector with the same step instead).
 - DSR denoiser (`diffrec.denoiser`): a Transformer over [h_i + y_i + z_n for the history, then the
   noisy target slot], whose output at the slot is f(h^n, n), an estimate of h^0.
 - Rounding: p(v | h^0) = softmax(W h^0 + b) over all items; the protocol ranks its log.
 - Objective: mse_weight * ||f(h^n, n) - h^0||^2 (x0-parameterised simplified bound)
-  + ce_weight * CE(rounding(f(h^n, n)), v) + h0_ce_weight * CE(rounding(h^0), v) (Diffusion-LM's
-  end-to-end terms, Li et al. 2022), one diffusion step per sequence, drawn uniformly or by the
-  loss-aware importance sampler (`diffrec.step_sampler`).
+  + ce_weight * CE(rounding(f(h^n, n)), v) (the rounding applied to the denoiser's estimate, the
+  term that ranks at inference; not Diffusion-LM's rounding term)
+  + h0_ce_weight * CE(rounding(h^0), v) (Diffusion-LM's rounding term -log p(w | x_0) of its
+  end-to-end objective, Li et al. 2022), one diffusion step per sequence, drawn uniformly or by
+  the loss-aware importance sampler (`diffrec.step_sampler`).
 - Inference (`diffrec.samplers`): [last items, slot]; the slot starts from N(0, I) at step N and is
   denoised by the `ancestral`, `strided` (DDIM, deterministic) or `average` (m one-call samples,
   averaged probabilities) sampler. With the defaults the history is encoded once per user and each
@@ -31,8 +37,9 @@ Deviations and choices:
   max_len - 1 history items ([v_2, ..., v_T, slot] when the history fills the window); training
   drops the oldest input column of a full window for the same reason (at most one of a long user's
   targets per epoch). Position ids follow benchmark.layers.position_ids like SASRec's.
-- Scales: item vectors are E(v) * sqrt(d) (as SASRec's inputs) both as history tokens and as h^0,
-  embeddings initialised with std `init_std`; the forward noise has unit variance per coordinate.
+- Scales: item vectors are E(v) * sqrt(d) (as SASRec's inputs; `item_scale="one"`: E(v), which
+  the paper leaves open) both as history tokens and as h^0, embeddings initialised with std
+  `init_std`; the forward noise has unit variance per coordinate.
   z_n goes through a DDPM-style MLP (d -> 4d -> d, SiLU; `step_embedding="mlp"`, the paper's raw
   sinusoid is `"raw"`), because the raw sinusoid (norm sqrt(d/2)) drowned the history in a
   prototype.
@@ -49,8 +56,14 @@ Deviations and choices:
   as in Diffusion-LM).
 - Losses are averaged over real targets (as SASRec); importance weights 1/(N p_n) multiply each
   target's loss.
-- Linear betas are given for a 1000-step chain and rescaled by 1000/N (improved DDPM); cosine and
-  sqrt schedules have no range parameters (see `diffrec.schedule`).
+- Schedule: `linear-continuous`, DDPM's 1000-step linear beta range read as a continuous abar(t)
+  and sampled at t = n / N, so abar falls smoothly to the same 4.3e-5 at step N for every N. The
+  older `linear` (betas rescaled by 1000 / N and clamped at 0.999, kept under its name for the
+  records that used it) let the clamp do the work at small N: at N = 10 steps 6-10 all have
+  abar <= 1.4e-5, so half the uniform training draws were pure noise (about a third at N >= 50), and
+  an N sweep changed that share along with N (`linear-continuous`: abar_n < 0.01 from t = n / N =
+  0.68 on at every N, as DDPM's own chain). Cosine and sqrt schedules have no range parameters
+  (see `diffrec.schedule`).
 - `noise="sequence"` at inference noises the history to the current step n with fresh noise at
   every denoiser call (the same joint noise level the model was trained on). It therefore needs a
   sampler that ends near n = 1: `average` (and `strided` with one step) denoise at n = N only, where
@@ -99,6 +112,8 @@ from diffrec.schedule import Schedule, ScheduleKind, at_step, make_betas, make_s
 from diffrec.step_sampler import StepSampling, make_step_sampler
 
 
+ItemScale = Literal["sqrt_d", "one"]
+Transition = Literal["target", "all"]
 MAX_FINAL_ABAR = 0.01  # abar_N above this is not "pure noise" (linear betas with N = 1 give 0.9)
 
 
@@ -109,6 +124,8 @@ class DiffRecConfig:
     heads: int = 2
     dropout: float = 0.3
     init_std: float = 0.02
+    item_scale: ItemScale = "sqrt_d"  # item vectors are E(v) * sqrt(d) (as SASRec's inputs) or E(v) ("one")
+    transition: Transition = "target"  # h ~ N(E(v), beta0 I) for the target only, or for every token ("all", the paper)
     step_embedding: StepEmbedding = "mlp"
     step_tokens: StepTokens = "slot"  # the paper: "all"
     slot_context: SlotContext = "last"  # the paper: "none"
@@ -116,8 +133,8 @@ class DiffRecConfig:
     slot_input: SlotInput = "linear"
     noise: Literal["target", "sequence"] = "target"
     steps: int = 50  # N
-    schedule: ScheduleKind = "linear"
-    beta_start: float = 1e-4  # linear schedule only, for a 1000-step chain (rescaled by 1000 / N)
+    schedule: ScheduleKind = "linear-continuous"  # the same abar(t) curve for every N (see `diffrec.schedule`)
+    beta_start: float = 1e-4  # linear schedules only, for a 1000-step chain
     beta_end: float = 0.02
     beta0: float = 1e-4  # variance of the embedding transition h^0 ~ N(E(v), beta0 I)
     mse_weight: float = 0.1
@@ -183,8 +200,9 @@ class DiffRec(SeqRecModel):
         self.apply(partial(init_weights, std=cfg.init_std))
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
-        """(...,) item ids -> (..., d) the vectors that are diffused and attended to: E(v) sqrt(d)."""
-        return self.item_emb(items) * self.cfg.hidden**0.5
+        """(...,) item ids -> (..., d) the vectors that are diffused and attended to: E(v) sqrt(d) or E(v)."""
+        vectors = self.item_emb(items)
+        return vectors * self.cfg.hidden**0.5 if self.cfg.item_scale == "sqrt_d" else vectors
 
     def rounding_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The rounding transition's W (n_items + 1, d), padding row 0 never scored, and b (n_items + 1,) or None."""
@@ -211,6 +229,8 @@ class DiffRec(SeqRecModel):
         keep, real = inputs > 0, targets > 0
         sched = self.schedule.to(inputs.device)
         history = self.embed(inputs)  # (B, L, d)
+        if cfg.transition == "all":  # the paper's embedding transition on every token; inference uses its mean E(v)
+            history = history + cfg.beta0**0.5 * torch.randn_like(history)
         h0 = self.embed(targets)
         h0 = h0 + cfg.beta0**0.5 * torch.randn_like(h0)  # embedding transition
         hn = q_sample(sched, h0, n, torch.randn_like(h0))  # (B, L, d): the target of every prefix, at step n

@@ -8,7 +8,18 @@ own variance (DiffRec's beta_0, h^0 ~ N(E(v), beta_0 I)) lives in the model conf
 Schedules (betas in float64, clipped at `MAX_BETA` so that no step destroys everything at once):
 - "linear": DDPM's linear betas from `beta_start` to `beta_end` given for a 1000-step chain and
   rescaled by 1000 / N (Nichol & Dhariwal 2021, improved DDPM, `get_named_beta_schedule`), so that
-  abar_N is near 0 for any N.
+  abar_N is near 0 for any N. Kept so that records naming it still mean what they say; for small N
+  the clamp does the work (N = 10: betas 1.0-2.0 clamped to 0.999 from step 6, so abar_6..abar_10 =
+  1.4e-5 ... 1.4e-17 and half the uniform training draws are pure noise; N = 2: abar_2 = 9.5e-4 only
+  by the clamp).
+- "linear-continuous": the same linear beta range read as the continuous-time schedule it
+  discretises (the VP SDE's perturbation kernel, Song et al. 2021, https://arxiv.org/abs/2011.13456, Sec. 3.4):
+  abar(t) = exp(-T (beta_start t + (beta_end - beta_start) t^2 / 2)), T = 1000, sampled at
+  t = n / N. Every N draws the same abar(t) curve, so abar falls smoothly to the same
+  abar_N = exp(-T (beta_start + beta_end) / 2) (4.3e-5 with DDPM's range) and an N sweep varies the
+  discretisation only, never the share of pure-noise steps. No clamp: beta_n < 1 always (N = 2: 0.99945, above
+  `MAX_BETA`, which is right here: it is the exact step to abar_N). At
+  N = 1000 it is DDPM's linear schedule to within 1e-3 in abar (N = 50: 0.02; N = 10: 0.1).
 - "cosine": abar(t) = cos^2(((t/N + s) / (1 + s)) pi/2) / abar(0), s = 0.008 (improved DDPM, eq. 17).
 - "sqrt": abar(t) = 1 - sqrt(t/N + s), s = 1e-4 (Li et al. 2022, Diffusion-LM, Appendix A).
 """
@@ -20,7 +31,7 @@ from typing import Callable, Literal
 
 import torch
 
-ScheduleKind = Literal["linear", "cosine", "sqrt"]
+ScheduleKind = Literal["linear", "linear-continuous", "cosine", "sqrt"]
 MAX_BETA = 0.999
 REFERENCE_STEPS = 1000  # the chain length that the linear schedule's beta range refers to
 
@@ -29,6 +40,14 @@ def linear_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -
     """(N,) betas, linear from beta_start to beta_end after rescaling by 1000 / N."""
     scale = REFERENCE_STEPS / steps
     return torch.linspace(scale * beta_start, scale * beta_end, steps, dtype=torch.float64).clamp(max=MAX_BETA)
+
+
+def linear_continuous_betas(steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """(N,) betas with abar_n = exp(-F(n / N)), F(t) = T (beta_start t + (beta_end - beta_start) t^2 / 2):
+    beta_n = 1 - exp(-(F(n / N) - F((n - 1) / N))), computed as -expm1 so no clamp is needed."""
+    t = torch.arange(steps + 1, dtype=torch.float64) / steps
+    F = REFERENCE_STEPS * (beta_start * t + (beta_end - beta_start) * t**2 / 2)  # (N + 1,) -log abar(t)
+    return -torch.expm1(-(F[1:] - F[:-1]))
 
 
 def betas_from_alpha_bar(alpha_bar: Callable[[float], float], steps: int) -> torch.Tensor:
@@ -51,6 +70,8 @@ def make_betas(kind: ScheduleKind, steps: int, beta_start: float = 1e-4, beta_en
         raise ValueError(f"steps must be >= 1, got {steps}")
     if kind == "linear":
         return linear_betas(steps, beta_start, beta_end)
+    if kind == "linear-continuous":
+        return linear_continuous_betas(steps, beta_start, beta_end)
     if kind == "cosine":
         return cosine_betas(steps)
     if kind == "sqrt":

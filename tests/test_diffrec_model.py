@@ -124,8 +124,8 @@ def test_bad_configs_are_rejected():
     assert dataclasses.asdict(build_config(DiffRecConfig, {"steps": "200"}))["steps"] == 200
     # a chain that does not end in noise: sampling from N(0, I) at step N would not match training
     with pytest.raises(ConfigError, match=r"steps=1 ends at abar_N = 0.9, not pure noise"):
-        build_config(DiffRecConfig, {"steps": 1})
-    for ok in ({"steps": 2}, {"steps": 1, "schedule": "cosine"}, {"steps": 1, "schedule": "sqrt"}):
+        build_config(DiffRecConfig, {"steps": 1, "schedule": "linear"})
+    for ok in ({"steps": 1}, {"steps": 2}, {"steps": 1, "schedule": "cosine"}, {"steps": 1, "schedule": "sqrt"}):
         build_config(DiffRecConfig, ok)
     # sequence noise with a sampler that denoises at step N only, where the history is noise as well
     for bad in ({"sampler": "average"}, {"sampler": "strided", "sampler_steps": 1}):
@@ -184,3 +184,43 @@ def test_training_never_reads_the_inference_keys():
         states.append(model.state_dict())
     for other in states[1:]:
         assert all(torch.equal(states[0][k], other[k]) for k in states[0])
+
+
+def test_item_scale_switches_between_sasrec_scale_and_raw_embeddings():
+    items = torch.tensor([1, 5, 9])
+    scaled, raw = make(item_scale="sqrt_d"), make(item_scale="one")
+    torch.testing.assert_close(scaled.embed(items), scaled.item_emb(items) * 4.0)  # sqrt(16)
+    torch.testing.assert_close(raw.embed(items), raw.item_emb(items))
+
+
+@pytest.mark.parametrize("transition", ["target", "all"])
+def test_embedding_transition_on_every_token_noises_the_history_in_training_only(transition):
+    model = make(transition=transition, beta0=0.25, step_tokens="all")
+    calls = capture_dsr_calls(model)
+    model.loss(batch())
+    inputs = batch().inputs[:, -(MAX_LEN - 1) :]
+    offset = (calls[0][0][0] - model.embed(inputs)).detach()[inputs > 0]  # (real tokens, d)
+    if transition == "target":
+        assert torch.equal(offset, torch.zeros_like(offset))
+    else:  # h_i ~ N(E(v_i), beta0 I): variance 0.25 per coordinate
+        assert float(offset.var()) == pytest.approx(0.25, rel=0.15)
+    model.eval()
+    model.score(batch().inputs, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(calls[-1][0][0], model.embed(inputs))  # inference: the mean E(v)
+
+
+def test_paper_form_is_the_same_model_with_the_paper_values():
+    from benchmark.registry import build_model
+    from benchmark.tune import search_space
+
+    model, cfg = build_model("diffrec-paper", {"hidden": 16}, n_items=N_ITEMS, max_len=MAX_LEN)
+    assert isinstance(model, DiffRec)
+    assert (cfg["step_embedding"], cfg["step_tokens"], cfg["slot_input"], cfg["slot_scale"], cfg["slot_context"]) == ("raw", "all", "raw", "none", "none")
+    assert (cfg["transition"], cfg["rounding_bias"], cfg["tie_rounding"], cfg["ce_weight"], cfg["h0_ce_weight"]) == ("all", True, False, 0.0, 1.0)
+    W, b = model.rounding_layer()
+    assert b is not None and W is not model.item_emb.weight
+    assert cfg["schedule"] == "linear-continuous" and build_model("diffrec", {}, n_items=N_ITEMS, max_len=MAX_LEN)[1]["schedule"] == "linear-continuous"
+    space, origin = search_space("diffrec-paper")
+    assert origin == "diffrec.paper.SEARCH_SPACE" and space["hidden"] == ("choice", [64, 128, 256]) and "item_scale" in space
+    loss, _ = model.loss(batch())
+    assert torch.isfinite(loss)

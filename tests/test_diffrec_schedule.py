@@ -43,7 +43,7 @@ def test_q_sample_has_closed_form_mean_and_variance():
 
 
 def test_schedules_are_valid_and_noise_fully_at_n():
-    for kind in ("linear", "cosine", "sqrt"):
+    for kind in ("linear", "linear-continuous", "cosine", "sqrt"):
         for steps in (10, 50, 200):
             betas = make_betas(kind, steps)
             assert betas.shape == (steps,) and (betas > 0).all() and (betas < 1).all()
@@ -66,3 +66,37 @@ def test_bad_betas_are_rejected():
         make_schedule(torch.tensor([0.1, 1.0]))
     with pytest.raises(ValueError):
         make_betas("linear", 0)
+
+
+# abar_n of "linear-continuous" = exp(-(0.1 t + 9.95 t^2)) at t = n / N with DDPM's range:
+# t = 1/N, 1/2 and 1, by hand.
+CONTINUOUS_ABAR = {
+    2: (0.0790638, 0.0790638, 4.31857e-5),
+    10: (0.896282, 0.0790638, 4.31857e-5),
+    50: (0.994038, 0.0790638, 4.31857e-5),
+    1000: (0.999890, 0.0790638, 4.31857e-5),
+}
+
+
+@pytest.mark.parametrize("steps", sorted(CONTINUOUS_ABAR))
+def test_linear_continuous_golden_values_and_smooth_end(steps):
+    betas = make_betas("linear-continuous", steps)
+    abar = make_schedule(betas).abar.double()
+    for n, want in zip((1, steps // 2, steps), CONTINUOUS_ABAR[steps]):
+        assert float(abar[n]) == pytest.approx(want, rel=1e-4), n
+    assert (betas < 1).all()  # unclamped: at N = 2 the last beta is 0.99945, above the other schedules' MAX_BETA
+    assert (abar[1:] < abar[:-1]).all()
+    assert 1e-5 < float(abar[-1]) < 1e-4  # the same small, nonzero end for every N
+    assert float(abar[1:steps].min()) > 1e-6  # no step before N is pure noise (the lowest: 4.4e-5 at N = 1000)
+
+
+def test_linear_continuous_tracks_ddpm_linear_at_1000_steps():
+    new, old = (make_schedule(make_betas(kind, 1000)).abar for kind in ("linear-continuous", "linear"))
+    assert float((new - old).abs().max()) < 1e-3
+
+
+def test_old_linear_schedule_is_unchanged():
+    # records that name "linear" keep their meaning: the clamp still drives N = 10 to ~0 by step 7
+    abar = make_schedule(make_betas("linear", 10)).abar
+    assert float(abar[5]) == pytest.approx(0.0143777, rel=1e-4)
+    assert float(abar[7]) < 1e-7
