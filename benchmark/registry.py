@@ -13,7 +13,7 @@ from baselines.svae import SVAE, SVAEConfig
 from benchmark.config import build_config, config_dict
 from benchmark.train import seed_everything
 from diffrec.model import INFERENCE_KEYS, DiffRec, DiffRecConfig
-from diffrec.paper import PAPER, PaperDiffRec
+from diffrec.paper import PAPER, SEARCH_SPACE as PAPER_SEARCH_SPACE
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class ModelSpec:
     # config keys that change only how a trained model scores (samplers), never its training: an
     # ablation over them is evaluated on the model trained with the base setting (benchmark.suite)
     inference: tuple[str, ...] = ()
+    # the tuning space of `benchmark.tune`; None: the SEARCH_SPACE dict of the class's module
+    search_space: dict | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -40,7 +42,7 @@ MODELS: dict[str, ModelSpec] = {
     "mfgan": ModelSpec(MFGAN, MFGANConfig, about="MFGAN-style: Transformer generator, item-id + popularity discriminators, policy gradient (Ren et al. 2020)"),
     "diffurec": ModelSpec(DiffuRec, DiffuRecConfig, train={"lr": 3e-3}, about="DiffuRec: target diffusion injected into the history, x0 rounding (Li, Sun & Li 2023)"),
     "diffrec": ModelSpec(DiffRec, DiffRecConfig, inference=INFERENCE_KEYS, about="DiffRec, target-only diffusion with a Transformer denoiser (Du et al. 2023), improved inputs"),
-    "diffrec-paper": ModelSpec(PaperDiffRec, DiffRecConfig, PAPER, inference=INFERENCE_KEYS, about="DiffRec as the paper writes it: raw z_n on every token, h^n alone in its slot, biased rounding (Du et al. 2023)"),
+    "diffrec-paper": ModelSpec(DiffRec, DiffRecConfig, PAPER, inference=INFERENCE_KEYS, search_space=PAPER_SEARCH_SPACE, about="DiffRec as the paper writes it: raw z_n on every token, h^n alone in its slot, biased rounding (Du et al. 2023)"),
 }
 
 

@@ -16,7 +16,8 @@ One Optuna study per (dataset, model) of a suite's [tune] section, persisted in 
   4-6 beauty epochs, SASRec 10-11), which favours fast-converging configurations;
 - objective: the best validation NDCG@10 (unmasked) of the run. Tuning never reads the test set.
 
-Search spaces live beside each model's config: a `SEARCH_SPACE` dict in the model's module,
+Search spaces live beside each model's config: a `SEARCH_SPACE` dict in the model's module (or,
+for a variant with a space of its own such as `diffrec-paper`, the registry entry's `search_space`),
 {key: ("float"|"log", low, high) | ("int", low, high[, step]) | ("choice", [values])}, with
 `train.KEY` for TrainConfig keys and plain keys for the model's config. A model without one gets
 the generic lr/dropout/hidden space (the tool says so). Keys the suite sets explicitly are fixed.
@@ -68,13 +69,14 @@ def search_space(model: str, fixed: tuple[str, ...] = ()) -> tuple[dict, str]:
     """-> (space, where it came from) for a registered model; `fixed` keys are left out."""
     spec = model_spec(model)
     module = sys.modules[spec.cls.__module__]
-    space = getattr(module, "SEARCH_SPACE", None)
-    if space is None:
+    if spec.search_space is not None:
+        space, origin = spec.search_space, f"the registry entry of {model}"
+    elif hasattr(module, "SEARCH_SPACE"):
+        space, origin = module.SEARCH_SPACE, f"{module.__name__}.SEARCH_SPACE"
+    else:
         fields = {f.name for f in dataclasses.fields(spec.config)}
         space = {k: v for k, v in GENERIC_SPACE.items() if k.startswith("train.") or k in fields}
         origin = f"generic space (no SEARCH_SPACE in {module.__name__})"
-    else:
-        origin = f"{module.__name__}.SEARCH_SPACE"
     check_space(space, model, origin)
     return {k: v for k, v in space.items() if k not in fixed}, origin
 

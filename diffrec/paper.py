@@ -41,8 +41,6 @@ tuning study to say.
 """
 from __future__ import annotations
 
-from diffrec.model import DiffRec
-
 PAPER = {
     "step_embedding": "raw",
     "step_tokens": "all",
@@ -73,7 +71,3 @@ SEARCH_SPACE = {
     "item_scale": ("choice", ["one", "sqrt_d"]),
 }
 
-
-class PaperDiffRec(DiffRec):
-    """`DiffRec` itself. A class of its own only because `benchmark.tune` looks a model's
-    SEARCH_SPACE up in the module of its class, and this form has its own space."""

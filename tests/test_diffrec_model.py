@@ -221,6 +221,6 @@ def test_paper_form_is_the_same_model_with_the_paper_values():
     assert b is not None and W is not model.item_emb.weight
     assert cfg["schedule"] == "linear-continuous" and build_model("diffrec", {}, n_items=N_ITEMS, max_len=MAX_LEN)[1]["schedule"] == "linear-continuous"
     space, origin = search_space("diffrec-paper")
-    assert origin == "diffrec.paper.SEARCH_SPACE" and space["hidden"] == ("choice", [64, 128, 256]) and "item_scale" in space
+    assert origin == "the registry entry of diffrec-paper" and space["hidden"] == ("choice", [64, 128, 256]) and "item_scale" in space
     loss, _ = model.loss(batch())
     assert torch.isfinite(loss)

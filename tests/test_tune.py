@@ -131,7 +131,7 @@ def test_every_trainable_model_has_its_own_search_space_with_its_defaults_inside
         if name == "pop":
             continue
         space, origin = tune.search_space(name)
-        assert origin.endswith(".SEARCH_SPACE") and "train.lr" in space, name
+        assert origin.endswith((".SEARCH_SPACE", f"entry of {name}")) and "train.lr" in space, name
         (cell,) = resolve_suite("t", {"datasets": ["ml-100k"], "models": [name]}).tune_cells
         assert tune.default_params(cell, space)[1] == [], name  # trial 0 is exactly the registered default
 
