@@ -143,11 +143,18 @@ class Cell:
         return {**self.model_config, **self.inference}
 
     def identity(self) -> dict:
-        """The cell as plain JSON data (what a run record stores under "cell"); an empty `inference`
-        is left out, so the cells of records made before it existed keep their keys."""
+        """The cell as plain JSON data (what a run record stores under "cell"). What did not exist
+        when older records were made is left out while it changes nothing, so their cells keep their
+        keys: an empty `inference`, and the model config's fields that its class lists in
+        `ADDED_FIELDS` while they hold the value listed there (the behaviour from before them)."""
         identity = json.loads(json.dumps(dataclasses.asdict(self)))
         if not identity["inference"]:
             del identity["inference"]
+        added = getattr(MODELS[self.model].config, "ADDED_FIELDS", {}) if self.model in MODELS else {}
+        for name in ("model_config", "inference"):
+            for key, value in added.items():
+                if identity.get(name, {}).get(key, object()) == value:
+                    del identity[name][key]
         return identity
 
     @classmethod

@@ -125,7 +125,7 @@ def test_bad_configs_are_rejected():
     # a chain that does not end in noise: sampling from N(0, I) at step N would not match training
     with pytest.raises(ConfigError, match=r"steps=1 ends at abar_N = 0.9, not pure noise"):
         build_config(DiffRecConfig, {"steps": 1, "schedule": "linear"})
-    for ok in ({"steps": 1}, {"steps": 2}, {"steps": 1, "schedule": "cosine"}, {"steps": 1, "schedule": "sqrt"}):
+    for ok in ({"steps": 1, "schedule": "linear-continuous"}, {"steps": 2}, {"steps": 1, "schedule": "cosine"}, {"steps": 1, "schedule": "sqrt"}):
         build_config(DiffRecConfig, ok)
     # sequence noise with a sampler that denoises at step N only, where the history is noise as well
     for bad in ({"sampler": "average"}, {"sampler": "strided", "sampler_steps": 1}):
@@ -219,7 +219,7 @@ def test_paper_form_is_the_same_model_with_the_paper_values():
     assert (cfg["transition"], cfg["rounding_bias"], cfg["tie_rounding"], cfg["ce_weight"], cfg["h0_ce_weight"]) == ("all", True, False, 0.0, 1.0)
     W, b = model.rounding_layer()
     assert b is not None and W is not model.item_emb.weight
-    assert cfg["schedule"] == "linear-continuous" and build_model("diffrec", {}, n_items=N_ITEMS, max_len=MAX_LEN)[1]["schedule"] == "linear-continuous"
+    assert cfg["schedule"] == "linear-continuous" and build_model("diffrec", {}, n_items=N_ITEMS, max_len=MAX_LEN)[1]["schedule"] == "linear"  # diffrec keeps what its records used
     space, origin = search_space("diffrec-paper")
     assert origin == "the registry entry of diffrec-paper" and space["hidden"] == ("choice", [64, 128, 256]) and "item_scale" in space
     loss, _ = model.loss(batch())

@@ -285,3 +285,21 @@ def test_a_cell_finished_meanwhile_by_another_process_is_not_run_again(tmp_path,
     monkeypatch.setattr(run, "run_cell", fake_run_cell)
     assert run.run_suite(suite, out=tmp_path, progress=False) == [run.record_path(tmp_path, first)]
     assert ran == [0]
+
+
+def test_committed_quick_records_are_still_cells_of_the_quick_suite():
+    """A config field added to a model (DiffRec's item_scale and transition) must not orphan the
+    records made before it: every committed quick record is a cell of the quick suite as defined
+    now, so the report still shows it and a rerun skips it."""
+    from benchmark.records import RESULTS_DIR, load_records, tuning_dirs
+
+    cells = {c.key: c for c in resolve_suite(*load_suite_file("quick"), tuning_dir=tuning_dirs(RESULTS_DIR)).cells}
+    records = [r for r in load_records(RESULTS_DIR) if r["suite"] == "quick"]
+    assert any(r["model"] == "diffrec" for r in records)
+    assert [r["key"] for r in records if r["key"] not in cells] == []
+    for r in records:
+        stored = dict(r["cell"])
+        mine = cells[r["key"]].identity()
+        for d in (stored, mine):
+            d.pop("tuning", None)
+        assert mine == stored, r["key"]
