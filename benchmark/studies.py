@@ -138,11 +138,11 @@ def sweep_stale(study: optuna.Study) -> list[int]:
         if not worker_gone(trial, now):
             continue
         try:
+            study._storage.set_trial_user_attr(trial._trial_id, "failed", "worker gone")
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
-        except optuna.exceptions.UpdateFinishedTrialError:
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first, or it just finished
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, "failed", "worker gone")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry(study, study._storage.get_trial(trial._trial_id))
