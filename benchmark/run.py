@@ -255,8 +255,8 @@ def run_suite(
     groups = {}
     for cell in todo:
         groups.setdefault(cell.training_key, []).append(cell)
-    jobs = [
-        dict(cells=group, out=out, data_dir=data_dir, device=device, threads=threads, progress=progress and executor.name == "local", suite=suite.name, keep_checkpoint=shared[key] > 1, executor=executor.name)
+    jobs = [  # absolute paths: a Ray worker's working folder is not this one
+        dict(cells=group, out=out.resolve(), data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads, progress=progress and executor.name == "local", suite=suite.name, keep_checkpoint=shared[key] > 1, executor=executor.name)
         for key, group in groups.items()
     ]
     written, t0 = [], time.perf_counter()

@@ -222,6 +222,8 @@ def tune_cell(
     if origin.startswith("generic"):
         print(f"study {name}: model {cell.model} uses the {origin}", flush=True)
     url = storage or default_storage(out)
+    if "://" not in url:  # a journal file: the same file for workers in another working folder
+        url = str(Path(url).resolve())
     study = open_study(name, make_storage(url), seed=seed, pruner=pruner)
     for number in sweep_stale(study):
         print(f"study {name}: trial {number} lost its worker; failed and queued again", flush=True)
@@ -237,7 +239,7 @@ def tune_cell(
         f"(run {run}; {executor.describe()}; {redact(url)})",
         flush=True,
     )
-    common = dict(cell=cell, space=space, storage_url=url, study_name=name, budget=budget, pruner=pruner, time_budget_s=time_budget_s, data_dir=data_dir, device=device, threads=threads)
+    common = dict(cell=cell, space=space, storage_url=url, study_name=name, budget=budget, pruner=pruner, time_budget_s=time_budget_s, data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads)
     while (remaining := places_to_run(study, budget)) > 0:  # again after trials lost to killed workers
         jobs = [dict(common, sampler_seed=sampler_seed(seed, run, tasks + i)) for i in range(remaining)]
         tasks += remaining

@@ -155,3 +155,11 @@ def test_stale_running_trials_are_failed_and_queued_again(tmp_path):
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert study.get_trials()[2].params == study.get_trials()[0].params
+
+
+def test_postgresql_urls_name_psycopg_3():
+    """SQLAlchemy before 2.1 reads a plain postgresql:// as psycopg2, which the [postgres] extra does not install."""
+    assert studies.driver_url("postgresql://me:pw@db-host/optuna") == "postgresql+psycopg://me:pw@db-host/optuna"
+    assert studies.driver_url("postgres://db-host/optuna") == "postgresql+psycopg://db-host/optuna"
+    for kept in ("postgresql+psycopg2://db-host/optuna", "sqlite:///x.db", "mysql://db-host/optuna"):
+        assert studies.driver_url(kept) == kept
