@@ -1,4 +1,4 @@
-"""What `benchmark.run` and `benchmark.tune` share: their suite and executor options, the checks
+"""What `benchmark.run` and `benchmark.tune` share: their suite options, the checks
 run before anything is read or written, and loading a suite and a cell's data. It imports neither
 of them, so they do not import each other."""
 from __future__ import annotations

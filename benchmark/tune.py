@@ -178,7 +178,7 @@ def run_trial(
         torch.set_num_threads(threads)
     study = open_study(study_name, make_storage(storage_url), seed=sampler_seed, pruner=pruner)
     sweep_stale(study)
-    if len(reserved(study)) >= budget:
+    if places_to_run(study, budget) <= 0:
         return None
     key = repr((cell, space, data_dir, device, time_budget_s))
     if key not in OBJECTIVES:

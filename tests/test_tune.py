@@ -16,6 +16,7 @@ from tests.synthetic import chain_dataset, write_sequences
 
 RAW = {"models": ["sasrec-ce"], "train": {"epochs": 2, "eval_every": 1, "batch_size": 32}, "model": {"all": {"hidden": 16}}}
 SMALL_SPACE = {"train.lr": ("log", 1e-3, 1e-2), "dropout": ("float", 0.0, 0.5)}
+SMALL_SPACE_DISTRIBUTIONS = {"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True), "dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
 
 
 @pytest.fixture
@@ -134,3 +135,22 @@ def test_every_trainable_model_has_its_own_search_space_with_its_defaults_inside
         assert origin.endswith(".SEARCH_SPACE") and "train.lr" in space, name
         (cell,) = resolve_suite("t", {"datasets": ["ml-100k"], "models": [name]}).tune_cells
         assert tune.default_params(cell, space)[1] == [], name  # trial 0 is exactly the registered default
+
+
+def test_a_queued_retry_is_run_when_the_rest_of_the_budget_is_held(tmp_path, base_cell, monkeypatch):
+    """Trial 0 done, trial 1's worker killed: its queued retry is the budget's last place, and a trial task takes it."""
+    from benchmark import studies
+
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
+    storage = str(tmp_path / "optuna.journal")
+    summary = tune.tune_cell(base_cell, out=tmp_path, budget=1, seed=0, storage=storage, quiet=True)
+    study = optuna.load_study(study_name=summary["study"], storage=tune.make_storage(storage))
+    dead = study.ask(SMALL_SPACE_DISTRIBUTIONS)
+    with studies.alive(study, dead._trial_id):
+        pass
+    study._storage.set_trial_user_attr(dead._trial_id, "pid", 2**22 + 1)  # above pid_max: its worker is gone
+    job = dict(cell=base_cell, space=SMALL_SPACE, storage_url=storage, study_name=summary["study"], budget=2, sampler_seed=1, pruner="median")
+    trial = tune.run_trial(**job)
+    assert trial is not None and trial["number"] == 2 and trial["params"] == dead.params
+    assert tune.run_trial(**job) is None  # the budget is full
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
