@@ -8,8 +8,9 @@ tasks on the same cluster as the suite's trainings). Every study gets:
 - the same trial budget ([tune] trials), counting the trials that finished (a configuration that
   cannot train included) and those running on live workers; a trial taken beyond it by workers
   racing at the end is failed at once as surplus, and a killed worker's trial is queued again;
-- a TPE sampler seeded per trial task from [tune] seed, a random number of the run and the task
-  (`sampler_seed`, recorded on each trial), so workers and reruns do not replay one sequence;
+- a TPE sampler seeded per trial from [tune] seed and the trial's number (`sampler_seed`, recorded
+  on each trial), so workers and reruns do not replay one sequence, and one worker running a study
+  from scratch repeats it exactly;
 - the model's default configuration (as the suite resolves it) enqueued as trial 0;
 - a median pruner fed by each validation evaluation (NDCG@10) of the trial's training run;
 - optionally the same wall-clock training time per trial ([tune] trial_time_budget_s); the trial's
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import secrets
 import sys
 import warnings
 from pathlib import Path
@@ -161,22 +161,23 @@ class Surplus(Exception):
 OBJECTIVES: dict[str, Objective] = {}  # per worker process: the data of a study is loaded once
 
 
-def sampler_seed(seed: int, run: int, task: int) -> int:
-    """The TPE seed of one trial task: [tune] seed, this run (a random number drawn at its start)
-    and the task's index, so no two workers or runs replay one random sequence; each trial records
-    it (user attribute sampler_seed)."""
-    return int(np.random.SeedSequence([seed, run, task]).generate_state(1)[0])
+def sampler_seed(seed: int, number: int) -> int:
+    """The TPE seed of trial `number`: from [tune] seed and the trial's number, which no two
+    workers share, so no two workers (nor a rerun that continues a study) replay one random
+    sequence, while one worker running a study from scratch repeats it exactly. Each trial
+    records it (user attribute sampler_seed)."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
 def run_trial(
-    *, cell: Cell, space: dict, storage_url: str, study_name: str, budget: int, sampler_seed: int, pruner: str, time_budget_s: float = 0.0, data_dir=None, device="cpu", threads=0
+    *, cell: Cell, space: dict, storage_url: str, study_name: str, budget: int, seed: int, pruner: str, time_budget_s: float = 0.0, data_dir=None, device="cpu", threads=0
 ) -> dict | None:
     """Runs one trial of a study, the unit of work of an executor: fails the trials of gone workers
     (queued again), takes the next trial (a queued one first) unless the budget is full, and trains
     it. -> a summary of the trial, None when the budget was already held by other trials."""
     if threads:
         torch.set_num_threads(threads)
-    study = open_study(study_name, make_storage(storage_url), seed=sampler_seed, pruner=pruner)
+    study = open_study(study_name, make_storage(storage_url), seed=seed, pruner=pruner)
     sweep_stale(study)
     if places_to_run(study, budget) <= 0:
         return None
@@ -188,7 +189,8 @@ def run_trial(
     def objective(trial: optuna.Trial) -> float:
         taken.append(trial._trial_id)
         with alive(study, trial._trial_id):
-            trial.set_user_attr("sampler_seed", sampler_seed)
+            study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, trial.number))  # before the first suggestion
+            trial.set_user_attr("sampler_seed", sampler_seed(seed, trial.number))
             if not within_budget(study, trial.number, budget):
                 trial.set_user_attr("surplus", True)
                 raise Surplus(f"trial {trial.number}: the budget of {budget} was full")
@@ -232,18 +234,15 @@ def tune_cell(
         if outside:
             print(f"study {name}: defaults of {', '.join(outside)} lie outside the search space; trial 0 samples them", flush=True)
         study.enqueue_trial(params, user_attrs={"default": True})
-    run, tasks = secrets.randbits(32), 0
     done, running = len(counted_trials(study, budget)), sum(t.state == TrialState.RUNNING for t in reserved(study))
     print(
         f"study {name}: {done} of {budget} trials done, {running} running elsewhere, {max(budget - done - running, 0)} to run "
-        f"(run {run}; {executor.describe()}; {redact(url)})",
+        f"({executor.describe()}; {redact(url)})",
         flush=True,
     )
-    common = dict(cell=cell, space=space, storage_url=url, study_name=name, budget=budget, pruner=pruner, time_budget_s=time_budget_s, data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads)
+    common = dict(cell=cell, space=space, storage_url=url, study_name=name, budget=budget, seed=seed, pruner=pruner, time_budget_s=time_budget_s, data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads)
     while (remaining := places_to_run(study, budget)) > 0:  # again after trials lost to killed workers
-        jobs = [dict(common, sampler_seed=sampler_seed(seed, run, tasks + i)) for i in range(remaining)]
-        tasks += remaining
-        for _, trial in executor.map(run_trial, jobs):
+        for _, trial in executor.map(run_trial, [common] * remaining):
             if trial and not quiet:
                 value = f"{trial['value']:.4f}" if trial["value"] is not None else trial["error"] or "-"
                 tqdm.write(f"  {name} trial {trial['number']:3d} {trial['state']:8s} {value}  {trial['params']}  ({trial['node']})")
@@ -282,7 +281,7 @@ def export_study(
         "default_value": default.value if default else None,
         "space": {k: list(v) for k, v in space.items()},
         "space_origin": origin,
-        "sampler": f"TPE, a seed per trial task drawn from [tune] seed {seed}, the run and the task (each trial's sampler_seed)",
+        "sampler": f"TPE, seeded per trial from [tune] seed {seed} and the trial number (each trial's sampler_seed)",
         "pruner": f"{pruner} on validation {SELECTION_METRIC} per evaluation",
         "trial_time_budget_s": time_budget_s,
         "cell": cell.identity(),

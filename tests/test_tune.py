@@ -149,8 +149,19 @@ def test_a_queued_retry_is_run_when_the_rest_of_the_budget_is_held(tmp_path, bas
     with studies.alive(study, dead._trial_id):
         pass
     study._storage.set_trial_user_attr(dead._trial_id, "pid", 2**22 + 1)  # above pid_max: its worker is gone
-    job = dict(cell=base_cell, space=SMALL_SPACE, storage_url=storage, study_name=summary["study"], budget=2, sampler_seed=1, pruner="median")
+    job = dict(cell=base_cell, space=SMALL_SPACE, storage_url=storage, study_name=summary["study"], budget=2, seed=0, pruner="median")
     trial = tune.run_trial(**job)
     assert trial is not None and trial["number"] == 2 and trial["params"] == dead.params
     assert tune.run_trial(**job) is None  # the budget is full
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_one_worker_repeats_a_study_exactly_and_each_trial_records_its_seed(tmp_path, base_cell, monkeypatch):
+    """The per-trial seeds (F5) keep a study run by one worker from scratch reproducible (the smoke regression check relies on it)."""
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
+    runs = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        summary = tune.tune_cell(base_cell, out=out, budget=3, seed=0, quiet=True)
+        runs.append(optuna.load_study(study_name=summary["study"], storage=tune.make_storage(tune.default_storage(out))).get_trials())
+    assert [t.params for t in runs[0]] == [t.params for t in runs[1]]
+    assert [t.user_attrs["sampler_seed"] for t in runs[0]] == [tune.sampler_seed(0, n) for n in range(3)]
