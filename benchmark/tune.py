@@ -1,13 +1,16 @@
-"""Hyperparameter tuning: `python -m benchmark.tune --suite paper [--workers N] [--storage URL]`.
+"""Hyperparameter tuning: `python -m benchmark.tune --suite paper [--workers N | --executor ray] [--storage PATH|URL]`.
 
-One Optuna study per (dataset, model) of a suite's [tune] section, persisted in RDB storage
-(SQLite `OUT/tuning/optuna.db` by default; any SQLAlchemy URL with --storage) and reopened with
-`load_if_exists=True`, so an interrupted study continues. Every study gets:
-- the same trial budget ([tune] trials); trials beyond it (possible when processes on several
-  machines race at the end) are ignored by the export, so every model is judged on its first
-  `trials` trials;
-- a TPE sampler seeded with [tune] seed (+ the worker index, so workers do not propose the same
-  points);
+One Optuna study per (dataset, model) of a suite's [tune] section, persisted in a storage that
+many workers share (`benchmark.studies`: a journal file `OUT/tuning/optuna.journal` by default,
+PostgreSQL for several machines) and reopened with `load_if_exists=True`, so an interrupted study
+continues. Each trial is one task of the executor (`benchmark.executors`: local processes, or Ray
+tasks on the same cluster as the suite's trainings). Every study gets:
+- the same trial budget ([tune] trials), counting the trials that finished (a configuration that
+  cannot train included) and those running on live workers; a trial taken beyond it by workers
+  racing at the end is failed at once as surplus, and a killed worker's trial is queued again;
+- a TPE sampler seeded per trial from [tune] seed and the trial's number (`sampler_seed`, recorded
+  on each trial), so workers and reruns do not replay one sequence, and one worker running a study
+  from scratch repeats it exactly;
 - the model's default configuration (as the suite resolves it) enqueued as trial 0;
 - a median pruner fed by each validation evaluation (NDCG@10) of the trial's training run;
 - optionally the same wall-clock training time per trial ([tune] trial_time_budget_s); the trial's
@@ -23,39 +26,37 @@ for a variant with a space of its own such as `diffrec-paper`, the registry entr
 the generic lr/dropout/hidden space (the tool says so). Keys the suite sets explicitly are fixed.
 
 The export (`OUT/tuning/<study>/trials.csv` and `best.json`) is what suites with
-params = "tuned" read, and what results/ commits; the storage itself is git-ignored (a binary file
-every run rewrites).
+params = "tuned" read, and what results/ commits; the storage itself is git-ignored (a file every
+run appends to).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
-import multiprocessing
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from benchmark import data as data_mod
+from benchmark.cli import add_suite_arguments, check_arguments, check_committed_code, load_data, print_listing, suite_from_args
 from benchmark.config import ConfigError, build_config
+from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
 from benchmark.metrics import SELECTION_METRIC
 from benchmark.records import environment, write_json_atomic
 from benchmark.registry import build_model, model_spec
-from benchmark.run import add_suite_arguments, check_arguments, check_committed_code, load_data, print_listing, suite_from_args
-from benchmark.suite import Cell, Suite, split_setting, best_params_path, tuning_study
+from benchmark.studies import FINISHED, alive, counted_trials, default_storage, make_storage, open_study, places_to_run, redact, reserved, sweep_stale, within_budget
+from benchmark.suite import Cell, Suite, best_params_path, split_setting, tuning_study
 from benchmark.train import TrainConfig, fit
 
 GENERIC_SPACE = {"train.lr": ("log", 1e-4, 1e-2), "dropout": ("float", 0.0, 0.5), "hidden": ("choice", [32, 64, 128])}
 SPACE_KINDS = {"float": 3, "log": 3, "int": (3, 4), "choice": 2}
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 CAUGHT = (ConfigError, FloatingPointError)  # a configuration that cannot train is a failed trial, not a crash
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module prints one line per trial itself
@@ -116,76 +117,6 @@ def default_params(cell: Cell, space: dict) -> tuple[dict, list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Storage and studies
-
-
-def default_storage(out: str | Path) -> str:
-    path = Path(out) / "tuning" / "optuna.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path.resolve()}"
-
-
-class LockedSQLiteStorage(optuna.storages.RDBStorage):
-    """SQLite has no SELECT ... FOR UPDATE, so two workers can both move the same waiting trial (the
-    enqueued default) to RUNNING, or both number a new trial alike; the second worker then dies with
-    "Cannot tell a COMPLETE trial". An exclusive file lock beside the database makes those
-    read-check-write steps atomic across processes. Server databases lock rows themselves."""
-
-    def __init__(self, url: str, **kwargs):
-        super().__init__(url, **kwargs)
-        self.lock_path = url.removeprefix("sqlite:///") + ".lock"
-
-    @contextlib.contextmanager
-    def _locked(self):
-        with open(self.lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def create_new_trial(self, study_id, template_trial=None):
-        with self._locked():
-            return super().create_new_trial(study_id, template_trial)
-
-    def set_trial_state_values(self, trial_id, state, values=None):
-        with self._locked():
-            return super().set_trial_state_values(trial_id, state, values)
-
-
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage with a heartbeat, so trials of a killed worker are marked failed, not left running."""
-    sqlite = url.startswith("sqlite:///") and url != "sqlite:///:memory:"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is "experimental" since optuna 2.9
-        if sqlite:
-            return LockedSQLiteStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, heartbeat_interval=30, grace_period=120)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
-
-
-def redact(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", url)
-
-
-def open_study(name: str, storage, *, seed: int, pruner: str) -> optuna.Study:
-    return optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0) if pruner == "median" else optuna.pruners.NopPruner(),
-        load_if_exists=True,
-    )
-
-
-def counted_trials(study: optuna.Study, budget: int) -> list[optuna.trial.FrozenTrial]:
-    """The trials that use the budget: finished ones (failures of a broken configuration
-    included, failures of a killed worker excluded), first `budget` by number."""
-    used = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.state != TrialState.FAIL or "error" in t.user_attrs]
-    return sorted(used, key=lambda t: t.number)[:budget]
-
-
-# ---------------------------------------------------------------------------------------------
 # Objective
 
 
@@ -225,44 +156,66 @@ class Objective:
         return max(scores)
 
 
-def _stop_at_budget(budget: int):
-    def callback(study: optuna.Study, trial) -> None:
-        if len(counted_trials(study, budget)) + len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) >= budget:
-            study.stop()
-
-    return callback
+class Surplus(Exception):
+    """A trial taken after the budget was full (workers that took trials together)."""
 
 
-def _log_trial(name: str):
-    def callback(study: optuna.Study, trial) -> None:
-        value = f"{trial.value:.4f}" if trial.value is not None else trial.user_attrs.get("error", "-")
-        tqdm.write(f"  {name} trial {trial.number:3d} {trial.state.name:8s} {value}  {trial.params}")
-
-    return callback
+OBJECTIVES: dict[str, Objective] = {}  # per worker process: the data of a study is loaded once
 
 
-def optimize(
-    cell: Cell, space: dict, storage_url: str, study_name: str, *, trials: int, budget: int, seed: int, pruner: str, time_budget_s: float = 0.0, data_dir=None, device="cpu", threads=0, quiet=False
-) -> None:
-    """Runs up to `trials` trials of a study in this process (one worker)."""
+def sampler_seed(seed: int, number: int) -> int:
+    """The TPE seed of trial `number`: from [tune] seed and the trial's number, which no two
+    workers share, so no two workers (nor a rerun that continues a study) replay one random
+    sequence, while one worker running a study from scratch repeats it exactly. Each trial
+    records it (user attribute sampler_seed)."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def run_trial(
+    *, cell: Cell, space: dict, storage_url: str, study_name: str, budget: int, seed: int, pruner: str, time_budget_s: float = 0.0, data_dir=None, device="cpu", threads=0
+) -> dict | None:
+    """Runs one trial of a study, the unit of work of an executor: fails the trials of gone workers
+    (queued again), takes the next trial (a queued one first) unless the budget is full, and trains
+    it. -> a summary of the trial, None when the budget was already held by other trials."""
     if threads:
         torch.set_num_threads(threads)
     study = open_study(study_name, make_storage(storage_url), seed=seed, pruner=pruner)
-    callbacks = [_stop_at_budget(budget)] + ([] if quiet else [_log_trial(study_name)])
-    objective = Objective(cell, space, data_dir=data_dir, device=device, time_budget_s=time_budget_s)
-    study.optimize(objective, n_trials=trials, catch=CAUGHT, callbacks=callbacks, gc_after_trial=True)
+    sweep_stale(study)
+    if places_to_run(study, budget) <= 0:
+        return None
+    key = repr((cell, space, data_dir, device, time_budget_s))
+    if key not in OBJECTIVES:
+        OBJECTIVES[key] = Objective(cell, space, data_dir=data_dir, device=device, time_budget_s=time_budget_s)
+    taken = []
 
+    def objective(trial: optuna.Trial) -> float:
+        taken.append(trial._trial_id)
+        with alive(study, trial._trial_id):
+            study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, trial.number))  # before the first suggestion
+            trial.set_user_attr("sampler_seed", sampler_seed(seed, trial.number))
+            if not within_budget(study, trial.number, budget):
+                trial.set_user_attr("surplus", True)
+                raise Surplus(f"trial {trial.number}: the budget of {budget} was full")
+            return OBJECTIVES[key](trial)
 
-def _worker(kwargs: dict) -> None:
-    optimize(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(objective, n_trials=1, catch=CAUGHT + (Surplus,), gc_after_trial=True)
+    trial = study._storage.get_trial(taken[0])
+    if trial.user_attrs.get("surplus"):
+        return None
+    return {"number": trial.number, "state": trial.state.name, "value": trial.value, "error": trial.user_attrs.get("error"), "params": trial.params, "node": node_name()}
 
 
 def tune_cell(
-    cell: Cell, *, out, budget: int, seed: int = 0, pruner: str = "median", time_budget_s: float = 0.0, storage: str | None = None, workers: int = 1, fixed=(), data_dir=None, device="cpu", threads=0,
+    cell: Cell, *, out, budget: int, seed: int = 0, pruner: str = "median", time_budget_s: float = 0.0, storage: str | None = None, executor=None, fixed=(), data_dir=None, device="cpu", threads=0,
     quiet=False,
 ) -> dict | None:
-    """Brings the study of one base cell to `budget` trials with `workers` local processes and
-    exports it; returns the exported summary (None when the model has nothing to tune)."""
+    """Brings the study of one base cell to `budget` trials, one task of `executor` (default: this
+    process) per trial, and exports it; returns the exported summary (None when the model has
+    nothing to tune). Other processes may work on the same study meanwhile: tasks are submitted
+    until the budget is held by finished or live running trials."""
+    executor = executor or LocalExecutor()
     name = tuning_study(cell.dataset, cell.model, cell.key)
     space, origin = search_space(cell.model, tuple(fixed))
     _, split, max_len = load_data(cell, data_dir)
@@ -273,35 +226,29 @@ def tune_cell(
     if origin.startswith("generic"):
         print(f"study {name}: model {cell.model} uses the {origin}", flush=True)
     url = storage or default_storage(out)
+    if "://" not in url:  # a journal file: the same file for workers in another working folder
+        url = str(Path(url).resolve())
     study = open_study(name, make_storage(url), seed=seed, pruner=pruner)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    for number in sweep_stale(study):
+        print(f"study {name}: trial {number} lost its worker; failed and queued again", flush=True)
     if not study.get_trials(deepcopy=False):
         params, outside = default_params(cell, space)
         if outside:
             print(f"study {name}: defaults of {', '.join(outside)} lie outside the search space; trial 0 samples them", flush=True)
         study.enqueue_trial(params, user_attrs={"default": True})
-    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    remaining = budget - len(counted_trials(study, budget)) - running
-    print(f"study {name}: {budget - remaining - running} of {budget} trials done, {running} running elsewhere, {max(remaining, 0)} to run ({workers} worker(s); {redact(url)})", flush=True)
-    if remaining > 0:
-        jobs = [
-            dict(cell=cell, space=space, storage_url=url, study_name=name, trials=remaining // workers + (i < remaining % workers), budget=budget, seed=seed + i, pruner=pruner, time_budget_s=time_budget_s, data_dir=data_dir, device=device, threads=threads, quiet=quiet)
-            for i in range(min(workers, remaining))
-        ]
-        if len(jobs) == 1:
-            _worker(jobs[0])
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            procs = [ctx.Process(target=_worker, args=(job,)) for job in jobs]
-            for proc in procs:
-                proc.start()
-            for proc in procs:
-                proc.join()
-            failed = [p.exitcode for p in procs if p.exitcode]
-            if failed:
-                raise RuntimeError(f"study {name}: {len(failed)} tuning worker(s) failed (exit codes {failed})")
+    done, running = len(counted_trials(study, budget)), sum(t.state == TrialState.RUNNING for t in reserved(study))
+    print(
+        f"study {name}: {done} of {budget} trials done, {running} running elsewhere, {max(budget - done - running, 0)} to run "
+        f"({executor.describe()}; {redact(url)})",
+        flush=True,
+    )
+    common = dict(cell=cell, space=space, storage_url=url, study_name=name, budget=budget, seed=seed, pruner=pruner, time_budget_s=time_budget_s, data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads)
+    while (remaining := places_to_run(study, budget)) > 0:  # again after trials lost to killed workers
+        for _, trial in executor.map(run_trial, [common] * remaining):
+            if trial and not quiet:
+                value = f"{trial['value']:.4f}" if trial["value"] is not None else trial["error"] or "-"
+                tqdm.write(f"  {name} trial {trial['number']:3d} {trial['state']:8s} {value}  {trial['params']}  ({trial['node']})")
+        sweep_stale(study)
     study = open_study(name, make_storage(url), seed=seed, pruner=pruner)
     return export_study(study, out=out, budget=budget, cell=cell, space=space, origin=origin, storage=url, seed=seed, pruner=pruner, time_budget_s=time_budget_s, device=device)
 
@@ -336,7 +283,7 @@ def export_study(
         "default_value": default.value if default else None,
         "space": {k: list(v) for k, v in space.items()},
         "space_origin": origin,
-        "sampler": f"TPE, seed {seed} (+ worker index)",
+        "sampler": f"TPE, seeded per trial from [tune] seed {seed} and the trial number (each trial's sampler_seed)",
         "pruner": f"{pruner} on validation {SELECTION_METRIC} per evaluation",
         "trial_time_budget_s": time_budget_s,
         "cell": cell.identity(),
@@ -346,12 +293,12 @@ def export_study(
     return summary
 
 
-def tune_suite(suite: Suite, *, out, storage: str | None = None, workers: int = 1, data_dir=None, device="cpu", threads=0, progress=True) -> list[dict]:
+def tune_suite(suite: Suite, *, out, storage: str | None = None, executor=None, data_dir=None, device="cpu", threads=0, progress=True) -> list[dict]:
     t = suite.tune
     summaries = []
     for cell in tqdm(suite.tune_cells, desc=f"{suite.name} studies", unit="study", disable=not progress):
         summary = tune_cell(
-            cell, out=out, budget=t["trials"], seed=t["seed"], pruner=t["pruner"], time_budget_s=t["trial_time_budget_s"], storage=storage, workers=workers,
+            cell, out=out, budget=t["trials"], seed=t["seed"], pruner=t["pruner"], time_budget_s=t["trial_time_budget_s"], storage=storage, executor=executor,
             fixed=suite.fixed.get(cell.model, ()), data_dir=data_dir, device=device, threads=threads, quiet=not progress,
         )
         if summary:
@@ -364,8 +311,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.tune", description=__doc__.splitlines()[0])
     add_suite_arguments(p)
     p.add_argument("--trials", type=int, help="trial budget per study (default: the suite's [tune] trials)")
-    p.add_argument("--storage", help="SQLAlchemy URL of the study storage (default: sqlite:///OUT/tuning/optuna.db)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing each study")
+    p.add_argument("--storage", metavar="PATH|URL", help="study storage: a journal file, or a database URL such as postgresql://USER:PASS@HOST/DB (default: OUT/tuning/optuna.journal)")
+    p.add_argument("--workers", type=int, default=1, help="with --executor local: worker processes sharing each study")
+    add_executor_arguments(p)
     args = p.parse_args(argv)
     if args.list:
         print_listing()
@@ -376,12 +324,18 @@ def main(argv=None) -> int:
         args.set = (args.set or []) + [f"tune.trials={args.trials}"]
     try:
         check_arguments(args)
+        check_executor_arguments(args)
+        if args.workers < 1 or (args.workers > 1 and args.executor != "local"):
+            raise ConfigError(f"--workers {args.workers}: needs >= 1, and applies to --executor local (Ray runs as many trials as the cluster has room for)")
         if args.threads:
             torch.set_num_threads(args.threads)
         suite = suite_from_args(args, p)
         if not args.allow_dirty:
             check_committed_code(Path(args.out), "benchmark.tune")
-        tune_suite(suite, out=args.out, storage=args.storage, workers=max(1, args.workers), data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress)
+        if args.storage:
+            make_storage(args.storage)  # an unreachable database stops the run before any data is read
+        executor = make_executor(args, workers=args.workers)
+        tune_suite(suite, out=args.out, storage=args.storage, executor=executor, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress)
     except (ConfigError, data_mod.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

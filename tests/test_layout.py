@@ -85,7 +85,7 @@ def test_the_readme_smoke_run_leaves_the_repository_untouched(tmp_path):
 
 # --- where a run writes by default ------------------------------------------------------------------
 def out_of(*argv: str) -> Path:
-    from benchmark.run import add_suite_arguments, out_folder
+    from benchmark.cli import add_suite_arguments, out_folder
     from benchmark.suite import load_suite_file
 
     p = argparse.ArgumentParser()
@@ -118,7 +118,7 @@ def test_an_override_run_of_a_committed_suite_keeps_its_committed_tuned_settings
     """Tuned parameters come from OUT/tuning, else from the committed studies in results/tuning (their
     best.json; the Optuna storage is not committed): a paper cell rerun with overrides in runs-local/
     is the paper's cell."""
-    from benchmark.run import add_suite_arguments, suite_from_args
+    from benchmark.cli import add_suite_arguments, suite_from_args
 
     p = argparse.ArgumentParser()
     add_suite_arguments(p)
@@ -184,7 +184,7 @@ def test_uncommitted_code_lists_the_changed_and_untracked_files_a_run_loads(tmp_
 
 
 def test_a_copy_without_git_names_its_commit_and_a_dirty_one_is_refused(tmp_path, monkeypatch):
-    from benchmark import run
+    from benchmark import cli as run
 
     monkeypatch.setattr(run, "RESULTS_DIR", tmp_path)
     monkeypatch.setattr(run, "uncommitted_code", lambda entry: None)  # a copy without git

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import data, records, report, run
+from benchmark import cli, data, records, report, run
 from benchmark.config import ConfigError, build_config
 from benchmark.data import DataError, load_dataset
 from benchmark.registry import build_model
@@ -73,14 +73,14 @@ def test_cuda_devices_are_accepted_where_there_are_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     for device in ("cpu", "cuda", "cuda:0", "cuda:1"):
-        run.check_device(device)
+        cli.check_device(device)
     with pytest.raises(ConfigError, match=r"--device cuda:2: no such CUDA device here \(2 visible\)"):
-        run.check_device("cuda:2")
+        cli.check_device("cuda:2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no such CUDA device"):
-        run.check_device("cuda")
+        cli.check_device("cuda")
     with pytest.raises(ConfigError, match="not supported"):
-        run.check_device("meta")
+        cli.check_device("meta")
 
 
 def test_non_finite_floats_are_refused_for_every_float_field():

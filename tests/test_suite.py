@@ -249,27 +249,6 @@ def test_shards_split_what_is_left_evenly(tmp_path, monkeypatch):
     assert ran == {0: [1, 5], 1: [2], 2: [4]}
 
 
-def test_claims_give_each_training_to_one_process(tmp_path, monkeypatch):
-    ab = {"model": "diffrec", "grid": {"sampler": ["ancestral", "strided"]}}
-    suite = resolve_suite("t", {**BASE, "models": ["diffrec", "sasrec-ce"], "seeds": [0, 1], "ablation": [ab]})
-    by_training = {}
-    for c in suite.cells:
-        by_training.setdefault(c.training_key, []).append(c.key)
-    other = next(c.training_key for c in suite.cells if c.model == "sasrec-ce")
-    claims = tmp_path / "claims"
-    claims.mkdir()
-    (claims / other).write_text("another process\n")
-    ran = []
-    monkeypatch.setattr(run, "run_cell", lambda cell, **kw: ran.append(cell.key) or {"metrics": {p: {"NDCG@10": 0.0, "HR@10": 0.0} for p in ("test", "test_masked")}})
-    monkeypatch.setattr(run, "write_json_atomic", lambda path, record: path)  # nothing finishes: only the claims decide
-    run.run_suite(suite, out=tmp_path, progress=False, claims=claims)
-    assert sorted(ran) == sorted(k for t, keys in by_training.items() if t != other for k in keys)  # a shared training's 3 cells all here
-    assert {p.name for p in claims.iterdir()} == set(by_training)
-    ran.clear()
-    run.run_suite(suite, out=tmp_path, progress=False, claims=claims)  # a second process: everything is taken
-    assert ran == []
-
-
 def test_a_cell_finished_meanwhile_by_another_process_is_not_run_again(tmp_path, monkeypatch):
     from benchmark.records import write_json_atomic
 

@@ -1,5 +1,5 @@
 """Tuning: search spaces beside the models, trial 0 = defaults, pruning through fit's on_eval,
-the test set never read, exports, resumed studies, and two workers sharing one SQLite study."""
+the test set never read, exports, resumed studies, and two local workers sharing one journal study."""
 import dataclasses
 import json
 
@@ -7,14 +7,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import benchmark.run
+import benchmark.cli
 from benchmark import tune
 from benchmark.config import ConfigError
+from benchmark.executors import LocalExecutor
 from benchmark.suite import resolve_suite
 from tests.synthetic import chain_dataset, write_sequences
 
 RAW = {"models": ["sasrec-ce"], "train": {"epochs": 2, "eval_every": 1, "batch_size": 32}, "model": {"all": {"hidden": 16}}}
 SMALL_SPACE = {"train.lr": ("log", 1e-3, 1e-2), "dropout": ("float", 0.0, 0.5)}
+SMALL_SPACE_DISTRIBUTIONS = {"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True), "dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
 
 
 @pytest.fixture
@@ -32,8 +34,8 @@ class NoTestSet:
 @pytest.fixture
 def poisoned_test_set(monkeypatch):
     """Every split that tuning loads has a test part that fails when touched."""
-    real = benchmark.run.leave_one_out
-    monkeypatch.setattr(benchmark.run, "leave_one_out", lambda *a, **k: dataclasses.replace(real(*a, **k), test=NoTestSet()))
+    real = benchmark.cli.leave_one_out
+    monkeypatch.setattr(benchmark.cli, "leave_one_out", lambda *a, **k: dataclasses.replace(real(*a, **k), test=NoTestSet()))
 
 
 def test_search_space_comes_from_the_model_module_or_the_generic_one(monkeypatch, capsys):
@@ -63,8 +65,7 @@ def test_trial_zero_is_the_default_configuration(base_cell):
 def test_study_never_reads_the_test_set_and_exports_its_budget(tmp_path, base_cell, poisoned_test_set, monkeypatch):
     monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
     summary = tune.tune_cell(base_cell, out=tmp_path, budget=2, seed=0, quiet=True)
-    storage = tune.default_storage(tmp_path)
-    study = optuna.load_study(study_name=summary["study"], storage=storage)
+    study = optuna.load_study(study_name=summary["study"], storage=tune.make_storage(tune.default_storage(tmp_path)))
     trials = study.get_trials()
     assert [t.number for t in trials] == [0, 1] and all(t.state == TrialState.COMPLETE for t in trials)
     assert trials[0].params == {"train.lr": 1e-3, "dropout": 0.3} and trials[0].user_attrs["default"]
@@ -95,14 +96,14 @@ def test_pruner_is_fed_by_each_validation_evaluation(base_cell, poisoned_test_se
 def test_a_configuration_that_cannot_train_is_a_failed_trial_of_the_budget(tmp_path, base_cell, monkeypatch):
     monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): ({"dropout": ("choice", [1.5])}, "test space"))  # dropout must be < 1
     assert tune.tune_cell(base_cell, out=tmp_path, budget=2, seed=0, quiet=True) is None  # nothing completed, nothing exported as best
-    study = optuna.load_study(study_name=tune.tuning_study(base_cell.dataset, base_cell.model, base_cell.key), storage=tune.default_storage(tmp_path))
+    study = optuna.load_study(study_name=tune.tuning_study(base_cell.dataset, base_cell.model, base_cell.key), storage=tune.make_storage(tune.default_storage(tmp_path)))
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL] * 2 and all("error" in t.user_attrs for t in study.get_trials())
     assert len(tune.counted_trials(study, 2)) == 2
 
 
-def test_two_workers_share_one_sqlite_study_without_losing_or_repeating_trials(tmp_path, base_cell):
-    summary = tune.tune_cell(base_cell, out=tmp_path, budget=6, seed=0, workers=2, threads=1, quiet=True)
-    study = optuna.load_study(study_name=summary["study"], storage=tune.default_storage(tmp_path))
+def test_two_local_workers_share_one_journal_study_without_losing_or_repeating_trials(tmp_path, base_cell):
+    summary = tune.tune_cell(base_cell, out=tmp_path, budget=6, seed=0, executor=LocalExecutor(2), threads=1, quiet=True)
+    study = optuna.load_study(study_name=summary["study"], storage=tune.make_storage(tune.default_storage(tmp_path)))
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == list(range(6))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -114,13 +115,13 @@ def test_two_workers_share_one_sqlite_study_without_losing_or_repeating_trials(t
 def test_a_trial_time_budget_stops_every_trial_and_is_exported(tmp_path, base_cell):
     cell = dataclasses.replace(base_cell, train_config={**base_cell.train_config, "epochs": 3})
     summary = tune.tune_cell(cell, out=tmp_path, budget=2, seed=0, time_budget_s=1e-6, quiet=True)
-    study = optuna.load_study(study_name=summary["study"], storage=tune.default_storage(tmp_path))
+    study = optuna.load_study(study_name=summary["study"], storage=tune.make_storage(tune.default_storage(tmp_path)))
     for trial in study.get_trials():
         assert trial.user_attrs["epochs_run"] == 1 and trial.user_attrs["stopped"].startswith("time budget")
         assert list(trial.intermediate_values) == [1]
     assert summary["trial_time_budget_s"] == 1e-6
     unlimited = tune.tune_cell(cell, out=tmp_path / "free", budget=1, seed=0, quiet=True)
-    trial = optuna.load_study(study_name=unlimited["study"], storage=tune.default_storage(tmp_path / "free")).get_trials()[0]
+    trial = optuna.load_study(study_name=unlimited["study"], storage=tune.make_storage(tune.default_storage(tmp_path / "free"))).get_trials()[0]
     assert trial.user_attrs["epochs_run"] == 3 and unlimited["trial_time_budget_s"] == 0
 
 
@@ -136,31 +137,31 @@ def test_every_trainable_model_has_its_own_search_space_with_its_defaults_inside
         assert tune.default_params(cell, space)[1] == [], name  # trial 0 is exactly the registered default
 
 
-def test_sqlite_storage_hands_a_waiting_trial_to_one_worker_only(tmp_path, monkeypatch):
-    """Two workers popping the enqueued default at once: without the file lock both read WAITING
-    (SQLite ignores FOR UPDATE) and both run it; the loser then fails on "Cannot tell a COMPLETE trial"."""
-    import threading
-    import time
+def test_a_queued_retry_is_run_when_the_rest_of_the_budget_is_held(tmp_path, base_cell, monkeypatch):
+    """Trial 0 done, trial 1's worker killed: its queued retry is the budget's last place, and a trial task takes it."""
+    from benchmark import studies
 
-    from optuna.storages._rdb import models
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
+    storage = str(tmp_path / "optuna.journal")
+    summary = tune.tune_cell(base_cell, out=tmp_path, budget=1, seed=0, storage=storage, quiet=True)
+    study = optuna.load_study(study_name=summary["study"], storage=tune.make_storage(storage))
+    dead = study.ask(SMALL_SPACE_DISTRIBUTIONS)
+    with studies.alive(study, dead._trial_id):
+        pass
+    study._storage.set_trial_user_attr(dead._trial_id, "pid", 2**22 + 1)  # above pid_max: its worker is gone
+    job = dict(cell=base_cell, space=SMALL_SPACE, storage_url=storage, study_name=summary["study"], budget=2, seed=0, pruner="median")
+    trial = tune.run_trial(**job)
+    assert trial is not None and trial["number"] == 2 and trial["params"] == dead.params
+    assert tune.run_trial(**job) is None  # the budget is full
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
 
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(storage=tune.make_storage(url), study_name="s")
-    study.enqueue_trial({"x": 1})
-    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
-    read = models.TrialModel.find_or_raise_by_id.__func__
 
-    def slow_read(cls, *args, **kwargs):  # widen the window between reading the state and writing it
-        row = read(cls, *args, **kwargs)
-        time.sleep(0.3)
-        return row
-
-    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", classmethod(slow_read))
-    storages = [tune.make_storage(url) for _ in range(2)]
-    claimed = []
-    threads = [threading.Thread(target=lambda s=s: claimed.append(s.set_trial_state_values(waiting._trial_id, TrialState.RUNNING))) for s in storages]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(claimed) == [False, True]
+def test_one_worker_repeats_a_study_exactly_and_each_trial_records_its_seed(tmp_path, base_cell, monkeypatch):
+    """The per-trial seeds (F5) keep a study run by one worker from scratch reproducible (the smoke regression check relies on it)."""
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
+    runs = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        summary = tune.tune_cell(base_cell, out=out, budget=3, seed=0, quiet=True)
+        runs.append(optuna.load_study(study_name=summary["study"], storage=tune.make_storage(tune.default_storage(out))).get_trials())
+    assert [t.params for t in runs[0]] == [t.params for t in runs[1]]
+    assert [t.user_attrs["sampler_seed"] for t in runs[0]] == [tune.sampler_seed(0, n) for n in range(3)]
