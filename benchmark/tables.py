@@ -152,21 +152,27 @@ def md_header(models: list[str], extra: list[str]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
 
 
+def means_row(block: Block, metric: str, models, subs, marked, missing: str) -> list[str]:
+    """One metric's cells of a means table, formatted by `marked` (Markdown or LaTeX): each model's
+    mean (best and second marked), then each subject's relative difference to the best baseline."""
+    order = ranking(block, metric)
+    row = []
+    for m in models:
+        cell = block.cells.get((m, metric))
+        style = "best" if order[:1] == [m] else "second" if order[1:2] == [m] else ""
+        row.append(missing if cell is None else marked(number(cell.mean), style=style, dirty=cell.dirty))
+    for s in subs:
+        text, significant, dirty = gain_text(block.gains[(s, metric)]) if (s, metric) in block.gains else (missing, False, False)
+        row.append(marked(text, significant=significant, dirty=dirty))
+    return row
+
+
 def markdown_means(block: Block) -> str:
     subs = [s for s in block.models if any(k[0] == s for k in block.gains)]
     extra = ["Improv." if s == SUBJECT else f"Improv. ({s})" for s in subs]
     lines = md_header(block.models, extra)
     for metric in TABLE_METRICS:
-        order = ranking(block, metric)
-        row = [metric]
-        for m in block.models:
-            cell = block.cells.get((m, metric))
-            style = "best" if order[:1] == [m] else "second" if order[1:2] == [m] else ""
-            row.append("–" if cell is None else md_marked(number(cell.mean), style=style, dirty=cell.dirty))
-        for s in subs:
-            text, significant, dirty = gain_text(block.gains[(s, metric)]) if (s, metric) in block.gains else ("–", False, False)
-            row.append(md_marked(text, significant=significant, dirty=dirty))
-        lines.append("| " + " | ".join(row) + " |")
+        lines.append("| " + " | ".join([metric] + means_row(block, metric, block.models, subs, md_marked, "–")) + " |")
     return "\n".join(lines)
 
 
@@ -298,16 +304,7 @@ def latex_means(bs: list[Block], caption: str, label: str) -> str:
     for b in bs:
         body += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(b.dataset)}}} ({latex_escape(seed_note(b))})}} \\"]
         for metric in TABLE_METRICS:
-            order = ranking(b, metric)
-            row = [latex_escape(metric)]
-            for m in models:
-                cell = b.cells.get((m, metric))
-                style = "best" if order[:1] == [m] else "second" if order[1:2] == [m] else ""
-                row.append("--" if cell is None else tex_marked(number(cell.mean), style=style, dirty=cell.dirty))
-            for s in subs:
-                text, significant, dirty = gain_text(b.gains[(s, metric)]) if (s, metric) in b.gains else ("–", False, False)
-                row.append(tex_marked(text, significant=significant, dirty=dirty))
-            body.append(" & ".join(row) + r" \\")
+            body.append(" & ".join([latex_escape(metric)] + means_row(b, metric, models, subs, tex_marked, "--")) + r" \\")
     return tex_table(body, "l" + "r" * (len(models) + len(extra)), caption, label)
 
 
