@@ -102,3 +102,14 @@ def test_bench_report_takes_recbole_from_the_peer_output(tmp_path):
     assert "speed-up 5.00x over RecBole's 17.0 s" in lines[0] and "speed-up 15.00x over RecBole's 360 s" in lines[1]
     assert load_recbole_reference(tmp_path / "absent.json") is None
     assert not any("RecBole's" in line for line in bench_report.targets(df, None))
+
+
+def test_hotspots_rank_operators_by_self_time_with_their_share():
+    from types import SimpleNamespace
+
+    from benchmark.hotspots import op_shares
+
+    events = [SimpleNamespace(key="aten::mm", count=4, self_cpu_time_total=6000.0), SimpleNamespace(key="aten::exp_", count=2, self_cpu_time_total=3000.0), SimpleNamespace(key="aten::add", count=9, self_cpu_time_total=1000.0)]
+    shares = op_shares(events, top=2)
+    assert shares["total_ms"] == 10.0  # the total counts every operator, listed or not
+    assert shares["ops"] == [{"op": "aten::mm", "calls": 4, "self_ms": 6.0, "share": 0.6}, {"op": "aten::exp_", "calls": 2, "self_ms": 3.0, "share": 0.3}]
