@@ -121,7 +121,7 @@ def plan_rows(suite: Suite, pending: list[Cell], trials_left: dict[tuple[str, st
     whose trained model is kept (those cells only score)."""
     rows: dict[tuple[str, str], Row] = {}
     todo = {(c.dataset, c.model) for c in pending}
-    for c in [*suite.tune_cells, *suite.cells]:
+    for c in [*suite.cells, *suite.tune_cells]:
         if (c.dataset, c.model) not in rows and ((c.dataset, c.model) in todo or trials_left.get((c.dataset, c.model), 0)):
             rows[c.dataset, c.model] = Row(c.dataset, c.model)
     for c in pending:
@@ -137,7 +137,8 @@ def plan_rows(suite: Suite, pending: list[Cell], trials_left: dict[tuple[str, st
         row.trainings = len(trainings.get((dataset, model), set()) - checkpoints)
         row.trials = trials_left.get((dataset, model), 0)
         row.seconds = {kind: cost(row, profs.get((dataset, model, kind)), trial_budget_s) for kind in KINDS}
-    return list(rows.values())
+    datasets = list(dict.fromkeys(c.dataset for c in [*suite.cells, *suite.tune_cells]))
+    return sorted(rows.values(), key=lambda r: datasets.index(r.dataset))  # by dataset, models in suite order
 
 
 def cost(row: Row, prof: Profile | None, trial_budget_s: float = 0.0) -> float | None:
@@ -163,7 +164,7 @@ def render(suite: Suite, rows: list[Row], out: Path) -> str:
     lines = [f"suite {suite.name}: plan from the records in {out / 'runs'} (nothing is run or written)", tabulate(table, head, tablefmt="github", disable_numparse=True)]
     for kind in KINDS:
         if tot[f"{kind}_missing"]:
-            lines.append(f"{kind.upper()}-h total leaves out {', '.join(tot[f'{kind}_missing'])} (no record on a {kind.upper()} to estimate from)")
+            lines.append(f"{kind.upper()}-h total: {len(rows) - len(tot[f'{kind}_missing'])} of {len(rows)} rows; the others have no record on a {kind.upper()} to estimate from")
     if suite.tune.get("auto") and tot["trials"]:
         lines.append("tuning runs first ([tune] auto): the cells are resolved again with the tuned parameters afterwards")
     return "\n".join(lines)
