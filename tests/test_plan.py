@@ -97,3 +97,10 @@ def test_trials_done_reads_the_journal_else_the_export(tmp_path):
     study.optimize(lambda t: 0.0, n_trials=5)
     assert trials_done(tmp_path, "s") == 5
     assert trials_done(tmp_path, "other") == 0
+
+
+def test_plan_of_a_committed_suite_neither_refuses_a_dirty_tree_nor_writes(monkeypatch, capsys):
+    monkeypatch.delenv("DIFFREC_BENCH_GIT_COMMIT", raising=False)
+    monkeypatch.setattr("benchmark.cli.uncommitted_code", lambda entry: ["benchmark/train.py"])  # a run into results/ would refuse
+    assert run.main(["--suite", "quick", "--no-progress", "--plan", "--json"]) == 0  # into results/, as defined
+    assert json.loads(capsys.readouterr().out)["suite"] == "quick"
