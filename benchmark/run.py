@@ -299,6 +299,8 @@ def main(argv=None) -> int:
         return 0
     if not args.suite:
         p.error("--suite is required (or --list)")
+    if args.json and not args.plan:
+        p.error("--json applies to --plan only")
     try:
         check_arguments(args)
         check_executor_arguments(args)
