@@ -165,8 +165,12 @@ def render(suite: Suite, rows: list[Row], out: Path) -> str:
     for kind in KINDS:
         if tot[f"{kind}_missing"]:
             lines.append(f"{kind.upper()}-h total: {len(rows) - len(tot[f'{kind}_missing'])} of {len(rows)} rows; the others have no record on a {kind.upper()} to estimate from")
-    if suite.tune.get("auto") and tot["trials"]:
-        lines.append("tuning runs first ([tune] auto): the cells are resolved again with the tuned parameters afterwards")
+    if tot["trials"]:
+        lines.append(
+            "tuning runs first ([tune] auto): the cells are resolved again with the tuned parameters afterwards"
+            if suite.tune.get("auto")
+            else f"the trials are python -m benchmark.tune --suite {suite.name}'s ([tune] auto = false: benchmark.run does not tune)"
+        )
     return "\n".join(lines)
 
 
@@ -192,4 +196,4 @@ def suite_plan(suite: Suite, out: Path) -> list[Row]:
 
 def as_json(suite: Suite, rows: list[Row]) -> str:
     tot = totals(rows)
-    return json.dumps({"suite": suite.name, "rows": [{k: v for k, v in vars(r).items()} for r in rows], "totals": tot}, indent=1)
+    return json.dumps({"suite": suite.name, "rows": [vars(r) for r in rows], "totals": tot}, indent=1)
