@@ -169,7 +169,7 @@ def render(suite: Suite, rows: list[Row], out: Path) -> str:
         lines.append(
             "tuning runs first ([tune] auto): the cells are resolved again with the tuned parameters afterwards"
             if suite.tune.get("auto")
-            else f"the trials are python -m benchmark.tune --suite {suite.name}'s ([tune] auto = false: benchmark.run does not tune)"
+            else f"the trials run with python -m benchmark.tune --suite {suite.name} ([tune] auto = false: benchmark.run does not tune)"
         )
     return "\n".join(lines)
 
