@@ -291,12 +291,16 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=("main", "ablations"), help="run only the main table's cells, or only the ablation cells")
     p.add_argument("--no-tune", action="store_true", help="skip the suite's automatic tuning ([tune] auto = true)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
+    p.add_argument("--plan", action="store_true", help="print the cells and tuning trials still to run and an estimate of their CPU/GPU hours from OUT's records, then exit (nothing runs or is written)")
+    p.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
     args = p.parse_args(argv)
     if args.list:
         print_listing()
         return 0
     if not args.suite:
         p.error("--suite is required (or --list)")
+    if args.json and not args.plan:
+        p.error("--json applies to --plan only")
     try:
         check_arguments(args)
         check_executor_arguments(args)
@@ -305,6 +309,12 @@ def main(argv=None) -> int:
         shard = parse_shard(args.shard)
         suite = suite_from_args(args, p)
         out = Path(args.out)
+        if args.plan:
+            from benchmark.plan import as_json, render, suite_plan
+
+            rows = suite_plan(suite, out)
+            print(as_json(suite, rows) if args.json else render(suite, rows, out))
+            return 0
         if not args.allow_dirty:
             check_committed_code(out, "benchmark.run")
         check_writable(out / "runs")

@@ -1,0 +1,199 @@
+"""What a suite will do, and roughly what it costs, before anything trains:
+`python -m benchmark.run --suite NAME --plan [--json]`.
+
+The work still to run is the cells without a record (`benchmark.run.is_done`), split into main and
+ablation cells, and the tuning trials its studies still lack (of a study's budget, the trials the
+journal `OUT/tuning/optuna.journal` counts, else those of its exported best.json). The estimate
+comes from the finished records in OUT/runs of the same (dataset, model) on the same device kind
+(a device name starting with "cpu" is a CPU, any other a GPU), each kind kept apart:
+- a training costs the median seconds per epoch times the median epochs run of those records (a
+  record that loaded another cell's checkpoint carries that training's timings and is left out);
+- every cell costs the median scoring time (validation and test) on top; cells sharing a training
+  key count one training, and none when its checkpoint is already in OUT/checkpoints (inference
+  ablation points only score);
+- a trial costs a training, capped by the suite's trial_time_budget_s (or that budget alone when
+  there is no record), without the test scoring.
+A suite that tunes first (`[tune] auto`) resolves its cells again with the tuned parameters, so
+cells counted before its studies finish may get other keys; the counts stay the same.
+Nothing is written.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+
+from tabulate import tabulate
+
+from benchmark.run import is_done
+from benchmark.suite import MAIN_TAGS, Cell, Suite, tuning_study
+
+KINDS = ("cpu", "gpu")
+
+
+def device_kind(device: str) -> str:
+    """"cpu (AMD EPYC)" -> "cpu"; any other device name ("NVIDIA H200") -> "gpu"."""
+    return "cpu" if device.startswith("cpu") else "gpu"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Medians of the finished records of one (dataset, model) on one device kind."""
+
+    seconds_per_epoch: float | None  # None: every record reused another's training
+    epochs: float | None
+    eval_seconds: float  # validation + test scoring of one cell
+    records: int
+
+    @property
+    def train_seconds(self) -> float | None:
+        return None if self.seconds_per_epoch is None else self.seconds_per_epoch * self.epochs
+
+
+def profiles(records: list[dict]) -> dict[tuple[str, str, str], Profile]:
+    """{(dataset, model, device kind): Profile} of run records (parsed JSON)."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["dataset"]["name"], r["model"], device_kind(r["environment"]["device"])), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        trained = [r for r in rs if not r.get("training", {}).get("reused")]
+        t = [r["timings"] for r in rs]
+        out[key] = Profile(
+            seconds_per_epoch=median(r["timings"]["seconds_per_epoch"] for r in trained) if trained else None,
+            epochs=median(r["epochs_run"] for r in trained) if trained else None,
+            eval_seconds=median(x.get("eval_seconds_valid", 0.0) + x.get("eval_seconds_test", 0.0) for x in t),
+            records=len(rs),
+        )
+    return out
+
+
+def read_records(out: Path) -> list[dict]:
+    """The readable run records in OUT/runs (a damaged one is no evidence and is skipped)."""
+    records = []
+    for path in sorted((Path(out) / "runs").glob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+            if isinstance(r, dict) and {"dataset", "model", "environment", "timings", "epochs_run"} <= set(r):
+                records.append(r)
+        except (OSError, json.JSONDecodeError):
+            continue
+    return records
+
+
+def trials_done(out: Path, study: str) -> int:
+    """Trials of `study` that use its budget: from the journal when there is one, else from the
+    exported best.json, else 0. Only read: a missing journal is not created."""
+    journal = Path(out) / "tuning" / "optuna.journal"
+    if journal.exists():
+        import optuna
+
+        from benchmark.studies import counted_trials, make_storage
+
+        try:
+            study_obj = optuna.load_study(study_name=study, storage=make_storage(str(journal)))
+            return len(counted_trials(study_obj, 10**9))
+        except KeyError:  # no such study in the journal (yet)
+            pass
+    best = Path(out) / "tuning" / study / "best.json"
+    if best.exists():
+        return int(json.loads(best.read_text()).get("trials", 0))
+    return 0
+
+
+@dataclass
+class Row:
+    """The work still to run for one (dataset, model), and its estimate per device kind."""
+
+    dataset: str
+    model: str
+    main: int = 0
+    ablations: int = 0
+    trainings: int = 0
+    trials: int = 0
+    seconds: dict | None = None  # {kind: seconds, or None when no record of that kind}
+
+
+def plan_rows(suite: Suite, pending: list[Cell], trials_left: dict[tuple[str, str], int], checkpoints: set[str], profs: dict, trial_budget_s: float = 0.0) -> list[Row]:
+    """One Row per (dataset, model) with work left, in suite order. `pending`: the cells without a
+    record; `trials_left`: {(dataset, model): trials still to run}; `checkpoints`: training keys
+    whose trained model is kept (those cells only score)."""
+    rows: dict[tuple[str, str], Row] = {}
+    todo = {(c.dataset, c.model) for c in pending}
+    for c in [*suite.cells, *suite.tune_cells]:
+        if (c.dataset, c.model) not in rows and ((c.dataset, c.model) in todo or trials_left.get((c.dataset, c.model), 0)):
+            rows[c.dataset, c.model] = Row(c.dataset, c.model)
+    for c in pending:
+        row = rows[c.dataset, c.model]
+        if c.tag in MAIN_TAGS:
+            row.main += 1
+        else:
+            row.ablations += 1
+    trainings: dict[tuple[str, str], set] = {}
+    for c in pending:
+        trainings.setdefault((c.dataset, c.model), set()).add(c.training_key)
+    for (dataset, model), row in rows.items():
+        row.trainings = len(trainings.get((dataset, model), set()) - checkpoints)
+        row.trials = trials_left.get((dataset, model), 0)
+        row.seconds = {kind: cost(row, profs.get((dataset, model, kind)), trial_budget_s) for kind in KINDS}
+    datasets = list(dict.fromkeys(c.dataset for c in [*suite.cells, *suite.tune_cells]))
+    return sorted(rows.values(), key=lambda r: datasets.index(r.dataset))  # by dataset, models in suite order
+
+
+def cost(row: Row, prof: Profile | None, trial_budget_s: float = 0.0) -> float | None:
+    """Seconds of a row's work on one device kind, or None when no record there tells."""
+    if prof is None or prof.train_seconds is None:
+        if row.trainings or row.main or row.ablations or not trial_budget_s:
+            return None
+        return row.trials * trial_budget_s  # trials alone, each capped by the budget
+    trial = min(prof.train_seconds, trial_budget_s) if trial_budget_s else prof.train_seconds
+    return row.trainings * prof.train_seconds + (row.main + row.ablations) * prof.eval_seconds + row.trials * trial
+
+
+def hours(seconds: float | None) -> str:
+    return "no record" if seconds is None else f"{seconds / 3600:.2f}"
+
+
+def render(suite: Suite, rows: list[Row], out: Path) -> str:
+    """The plan as a text table with totals (hours per device kind, over the rows with a record)."""
+    head = ["dataset", "model", "main", "ablations", "trainings", "trials", "CPU-h", "GPU-h"]
+    table = [[r.dataset, r.model, r.main, r.ablations, r.trainings, r.trials, hours(r.seconds["cpu"]), hours(r.seconds["gpu"])] for r in rows]
+    tot = totals(rows)
+    table.append(["total", "", tot["main"], tot["ablations"], tot["trainings"], tot["trials"], f"{tot['cpu_hours']:.2f}", f"{tot['gpu_hours']:.2f}"])
+    lines = [f"suite {suite.name}: plan from the records in {out / 'runs'} (nothing is run or written)", tabulate(table, head, tablefmt="github", disable_numparse=True)]
+    for kind in KINDS:
+        if tot[f"{kind}_missing"]:
+            lines.append(f"{kind.upper()}-h total: {len(rows) - len(tot[f'{kind}_missing'])} of {len(rows)} rows; the others have no record on a {kind.upper()} to estimate from")
+    if tot["trials"]:
+        lines.append(
+            "tuning runs first ([tune] auto): the cells are resolved again with the tuned parameters afterwards"
+            if suite.tune.get("auto")
+            else f"the trials run with python -m benchmark.tune --suite {suite.name} ([tune] auto = false: benchmark.run does not tune)"
+        )
+    return "\n".join(lines)
+
+
+def totals(rows: list[Row]) -> dict:
+    tot = {k: sum(getattr(r, k) for r in rows) for k in ("main", "ablations", "trainings", "trials")}
+    for kind in KINDS:
+        tot[f"{kind}_hours"] = sum(r.seconds[kind] or 0.0 for r in rows) / 3600
+        tot[f"{kind}_missing"] = [f"{r.dataset}/{r.model}" for r in rows if r.seconds[kind] is None]
+    return tot
+
+
+def suite_plan(suite: Suite, out: Path) -> list[Row]:
+    """Reads OUT (records, checkpoints, studies) and plans the suite's remaining work."""
+    out = Path(out)
+    pending = [c for c in suite.cells if not is_done(out, c)]
+    checkpoints = {p.stem for p in (out / "checkpoints").glob("*.pt")}
+    budget = suite.tune.get("trials", 0)
+    trials_left = {}
+    for c in suite.tune_cells:
+        trials_left[c.dataset, c.model] = max(0, budget - trials_done(out, tuning_study(c.dataset, c.model, c.key)))
+    return plan_rows(suite, pending, trials_left, checkpoints, profiles(read_records(out)), suite.tune.get("trial_time_budget_s", 0.0))
+
+
+def as_json(suite: Suite, rows: list[Row]) -> str:
+    tot = totals(rows)
+    return json.dumps({"suite": suite.name, "rows": [vars(r) for r in rows], "totals": tot}, indent=1)

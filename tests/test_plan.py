@@ -1,0 +1,106 @@
+"""`python -m benchmark.run --suite NAME --plan`: the work left and its estimate from OUT's records."""
+import json
+
+import optuna
+
+from benchmark import run
+from benchmark.plan import Profile, Row, cost, device_kind, profiles, trials_done
+
+
+def fake_record(dataset, model, device, per_epoch, epochs, valid_s, test_s, reused=False):
+    return {
+        "dataset": {"name": dataset},
+        "model": model,
+        "environment": {"device": device},
+        "epochs_run": epochs,
+        "training": {"reused": reused},
+        "timings": {"seconds_per_epoch": per_epoch, "train_seconds": per_epoch * epochs, "eval_seconds_valid": valid_s, "eval_seconds_test": test_s},
+    }
+
+
+RECORDS = [
+    fake_record("ml-100k", "sasrec-ce", "cpu (AMD EPYC)", 2.0, 10, 1.0, 2.0),
+    fake_record("ml-100k", "sasrec-ce", "cpu (x86_64)", 4.0, 20, 1.0, 2.0),
+    fake_record("ml-100k", "sasrec-ce", "cpu (AMD EPYC)", 100.0, 99, 1.0, 2.0, reused=True),  # a checkpoint's timings: not a training
+    fake_record("ml-100k", "diffrec", "NVIDIA H200", 0.5, 4, 0.25, 0.25),
+]
+
+
+def test_profiles_take_medians_per_dataset_model_and_device_kind():
+    assert (device_kind("cpu (AMD EPYC)"), device_kind("NVIDIA H200")) == ("cpu", "gpu")
+    p = profiles(RECORDS)
+    assert set(p) == {("ml-100k", "sasrec-ce", "cpu"), ("ml-100k", "diffrec", "gpu")}
+    assert p["ml-100k", "sasrec-ce", "cpu"] == Profile(seconds_per_epoch=3.0, epochs=15, eval_seconds=3.0, records=3)
+    assert p["ml-100k", "sasrec-ce", "cpu"].train_seconds == 45.0
+
+
+def test_cost_counts_trainings_scoring_and_trials_capped_by_the_budget():
+    prof = Profile(seconds_per_epoch=3.0, epochs=15, eval_seconds=3.0, records=2)
+    row = Row("d", "m", main=2, ablations=3, trainings=2, trials=4)
+    assert cost(row, prof) == 2 * 45 + 5 * 3 + 4 * 45
+    assert cost(row, prof, trial_budget_s=10.0) == 2 * 45 + 5 * 3 + 4 * 10
+    assert cost(row, None) is None
+    assert cost(Row("d", "m", trials=4), None, trial_budget_s=60.0) == 240.0  # trials alone need no record
+
+
+def test_plan_of_the_smoke_suite_from_fake_records(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    for i, r in enumerate(RECORDS):
+        (out / "runs" / f"fake{i}.json").write_text(json.dumps(r))
+    (out / "runs" / "broken.json").write_text("{")  # no evidence, no crash
+    args = ["--suite", "smoke", "--out", str(out), "--no-progress", "--plan"]
+
+    assert run.main([*args, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    rows = {r["model"]: r for r in plan["rows"]}
+    ce, dr = rows["sasrec-ce"], rows["diffrec"]
+    assert (ce["main"], ce["ablations"], ce["trainings"], ce["trials"]) == (1, 0, 1, 2)
+    assert ce["seconds"] == {"cpu": 45 + 3 + 2 * 45, "gpu": None}
+    # diffrec: 9 cells on 4 trainings (the sampler points score the trainings they share), 2 trials
+    assert (dr["main"], dr["ablations"], dr["trainings"], dr["trials"]) == (1, 8, 4, 2)
+    assert dr["seconds"] == {"cpu": None, "gpu": 4 * 2.0 + 9 * 0.5 + 2 * 2.0}
+    assert rows["pop"]["seconds"] == {"cpu": None, "gpu": None}
+    assert plan["totals"]["cpu_hours"] == (45 + 3 + 90) / 3600
+    assert plan["totals"]["gpu_missing"] == [f"ml-100k/{m}" for m in rows if m != "diffrec"]
+    assert sorted((out / "runs").iterdir()) == sorted((out / "runs" / n) for n in ["fake0.json", "fake1.json", "fake2.json", "fake3.json", "broken.json"])
+    assert not (out / "tuning").exists() and not (out / "checkpoints").exists()  # nothing written
+
+    assert run.main(args) == 0
+    text = capsys.readouterr().out
+    assert "| ml-100k   | sasrec-ce     | 1      | 0           | 1           | 2        | 0.04      | no record |" in text
+    assert "GPU-h total: 1 of 9 rows; the others have no record on a GPU to estimate from" in text
+
+
+def test_a_kept_checkpoint_leaves_only_the_scoring(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    assert run.main(["--suite", "smoke", "--out", str(out), "--no-progress", "--plan", "--json"]) == 0
+    before = {r["model"]: r["trainings"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    from benchmark.cli import load_suite_file
+    from benchmark.suite import resolve_suite
+
+    diffrec = next(c for c in resolve_suite(*load_suite_file("smoke")).cells if c.model == "diffrec" and c.tag != "default")
+    (out / "checkpoints" / f"{diffrec.training_key}.pt").write_bytes(b"")
+    assert run.main(["--suite", "smoke", "--out", str(out), "--no-progress", "--plan", "--json"]) == 0
+    after = {r["model"]: r["trainings"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert after == {**before, "diffrec": before["diffrec"] - 1}
+
+
+def test_trials_done_reads_the_journal_else_the_export(tmp_path):
+    assert trials_done(tmp_path, "s") == 0
+    (tmp_path / "tuning" / "s").mkdir(parents=True)
+    (tmp_path / "tuning" / "s" / "best.json").write_text(json.dumps({"trials": 3}))
+    assert trials_done(tmp_path, "s") == 3
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "tuning" / "optuna.journal")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda t: 0.0, n_trials=5)
+    assert trials_done(tmp_path, "s") == 5
+    assert trials_done(tmp_path, "other") == 0
+
+
+def test_plan_of_a_committed_suite_neither_refuses_a_dirty_tree_nor_writes(monkeypatch, capsys):
+    monkeypatch.delenv("DIFFREC_BENCH_GIT_COMMIT", raising=False)
+    monkeypatch.setattr("benchmark.cli.uncommitted_code", lambda entry: ["benchmark/train.py"])  # a run into results/ would refuse
+    assert run.main(["--suite", "quick", "--no-progress", "--plan", "--json"]) == 0  # into results/, as defined
+    assert json.loads(capsys.readouterr().out)["suite"] == "quick"
