@@ -26,15 +26,11 @@ from statistics import median
 
 from tabulate import tabulate
 
+from benchmark.records import device_kind, load_records
 from benchmark.run import is_done
 from benchmark.suite import MAIN_TAGS, Cell, Suite, tuning_study
 
 KINDS = ("cpu", "gpu")
-
-
-def device_kind(device: str) -> str:
-    """"cpu (AMD EPYC)" -> "cpu"; any other device name ("NVIDIA H200") -> "gpu"."""
-    return "cpu" if device.startswith("cpu") else "gpu"
 
 
 @dataclass(frozen=True)
@@ -67,19 +63,6 @@ def profiles(records: list[dict]) -> dict[tuple[str, str, str], Profile]:
             records=len(rs),
         )
     return out
-
-
-def read_records(out: Path) -> list[dict]:
-    """The readable run records in OUT/runs (a damaged one is no evidence and is skipped)."""
-    records = []
-    for path in sorted((Path(out) / "runs").glob("*.json")):
-        try:
-            r = json.loads(path.read_text())
-            if isinstance(r, dict) and {"dataset", "model", "environment", "timings", "epochs_run"} <= set(r):
-                records.append(r)
-        except (OSError, json.JSONDecodeError):
-            continue
-    return records
 
 
 def trials_done(out: Path, study: str) -> int:
@@ -191,7 +174,7 @@ def suite_plan(suite: Suite, out: Path) -> list[Row]:
     trials_left = {}
     for c in suite.tune_cells:
         trials_left[c.dataset, c.model] = max(0, budget - trials_done(out, tuning_study(c.dataset, c.model, c.key)))
-    return plan_rows(suite, pending, trials_left, checkpoints, profiles(read_records(out)), suite.tune.get("trial_time_budget_s", 0.0))
+    return plan_rows(suite, pending, trials_left, checkpoints, profiles(load_records(out)), suite.tune.get("trial_time_budget_s", 0.0))
 
 
 def as_json(suite: Suite, rows: list[Row]) -> str:

@@ -173,6 +173,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_kind(device: str) -> str:
+    """A record's `environment.device` -> "cpu" ("cpu (AMD EPYC)") or "gpu" (any other: "NVIDIA H200")."""
+    return "cpu" if device.startswith("cpu") else "gpu"
+
+
 def environment(device: str) -> dict:
     versions = {}
     for name in PACKAGES:

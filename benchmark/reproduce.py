@@ -38,7 +38,7 @@ from benchmark.config import ConfigError
 from benchmark.data import DataError
 from benchmark.metrics import metrics_from_ranks
 from benchmark import records
-from benchmark.records import PROJECT_ROOT, RecordError, code_digest, git_commit, module_closure, write_json_atomic
+from benchmark.records import PROJECT_ROOT, RecordError, code_digest, device_kind, git_commit, module_closure, write_json_atomic
 from benchmark.registry import MODELS, model_spec
 from benchmark.run import load_data, record_path, run_cell
 from benchmark.suite import Cell
@@ -80,11 +80,6 @@ def record_cell(record: dict, where: str) -> Cell:
     if cell.key != record["key"]:
         raise RecordError(f"{where}: its stored cell has key {cell.key}, not the record's {record['key']} (the record was edited?)")
     return cell
-
-
-def device_kind(env: dict) -> str:
-    """"cpu" or "cuda" from a record's environment.device ("cpu (AMD EPYC)", "NVIDIA H200")."""
-    return "cpu" if str(env.get("device", "cpu")).startswith("cpu") else "cuda"
 
 
 def within(stored: float, value: float, rtol: float, atol: float) -> bool:
@@ -199,11 +194,12 @@ def reproduce(record: dict, cell: Cell, args) -> int:
     """Re-runs `cell` as `benchmark.run` would, writes the new record under the scratch folder and
     prints the comparison; -> exit code."""
     stored_env = record["environment"]
-    device = args.device or device_kind(stored_env)
+    made_kind = "cuda" if device_kind(str(stored_env.get("device", "cpu"))) == "gpu" else "cpu"  # the torch device type
+    device = args.device or made_kind
     if device.startswith("cuda") and not torch.cuda.is_available():
-        made_on = f"on the GPU {stored_env.get('device')!r}" if device_kind(stored_env) == "cuda" else "on the CPU"
+        made_on = f"on the GPU {stored_env.get('device')!r}" if made_kind == "cuda" else "on the CPU"
         raise RecordError(f"the record was made {made_on}, and torch {torch.__version__} sees no CUDA device here; pass --device cpu to rerun it on the CPU (not expected to match bit for bit)")
-    if ("cuda" if device.startswith("cuda") else "cpu") != device_kind(stored_env):
+    if ("cuda" if device.startswith("cuda") else "cpu") != made_kind:
         print(f"warning: the record was made on {stored_env.get('device')}; running on {device} instead, so expect small differences")
     threads = args.threads or stored_env.get("torch_threads") or torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -4,11 +4,16 @@ import json
 import optuna
 
 from benchmark import run
-from benchmark.plan import Profile, Row, cost, device_kind, profiles, trials_done
+from benchmark.plan import Profile, Row, cost, profiles, trials_done
+from benchmark.records import device_kind
 
 
 def fake_record(dataset, model, device, per_epoch, epochs, valid_s, test_s, reused=False):
-    return {
+    return {  # what records.read_record requires, and the timings the plan reads
+        "key": f"{dataset}__{model}__{device}__{per_epoch}",
+        "seed": 0,
+        "config": {},
+        "metrics": {"test": {}},
         "dataset": {"name": dataset},
         "model": model,
         "environment": {"device": device},
