@@ -19,8 +19,9 @@ encoder; the score of item v after position t is <F_t, E_v> with the item table 
 - "ss": at every real position, the target against `negatives` = k items drawn uniformly (with
   replacement) from all items: with `t` None, softmax cross-entropy over the k + 1 logits; with `t`
   in [0, 1], gSASRec's gBCE over the same logits, -(beta log sigmoid(s+) + sum log sigmoid(-s-)) /
-  (k + 1), beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = k / (n - 1) (t = 0: plain BCE with k
-  negatives; t = 1: fully calibrated). `ss_loss` is the pure function.
+  (k + 1), beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = k / (n - 1), the paper's sampling
+  rate (t = 0: plain BCE with k negatives; t = 1: fully calibrated; the gSASRec code's ml-1m
+  setting is 0.75). `ss_loss` is the pure function.
 
 Deviations and choices:
 - Pre-LayerNorm blocks with a GELU feed-forward of width 4d (the paper: post-attention LN, ReLU,
@@ -30,14 +31,15 @@ Deviations and choices:
   also excludes the user's other items. With ~12k items and ~9 history items the difference
   affects about 0.1% of draws.
 - Embeddings are scaled by sqrt(d) before adding positions, as in the authors' code.
-- "ss" draws ONE set of k negatives per batch, shared by every position of every sequence
-  (eSASRec and gSASRec draw per sequence): the scores are then one (M x d)(d x k) product against k
-  gathered rows, where per-target negatives would gather M x k rows (12,800 x 256 x 64 floats = 840 MB
-  at batch 256 on beauty). Each row still sees k uniform negatives; only rows of one batch share them.
-- A negative may equal the target (an accidental hit, probability k / n per row): it gets a -inf
-  logit (softmax) or leaves the sum (gBCE), so the target is never its own negative. A negative
-  may equal a history item and stays a negative, as in eSASRec and gSASRec: evaluation masks the
-  history, and with k = 256 of ~12k items a row has ~0.2 such negatives.
+- "ss" draws ONE set of k negatives per batch, shared by every position of every sequence (the
+  gSASRec code, asash/gSASRec-pytorch, draws k per position): the scores are then one (M x d)(d x k)
+  product against k gathered rows, where per-target negatives gather M x k rows (6,400 x 256 x 64
+  floats = 420 MB at batch 128 and length 50). Each row still sees k uniform negatives; only the
+  rows of one batch share them, which correlates their gradients within the step.
+- A negative may equal the target (an accidental hit, probability about k / n per row): it gets a
+  -inf logit (softmax) or leaves the sum (gBCE), so the target is never its own negative. A
+  negative may equal a history item and stays a negative: evaluation masks the history anyway,
+  and with k = 256 of ~12k items and ~9 history items a row has ~0.2 such negatives.
 - Losses are computed on real (non-padding) positions only, which gives the same value as the
   authors' masked sum but skips the padded work.
 """
