@@ -3,12 +3,25 @@
 Kang & McAuley, ICDM 2018, https://arxiv.org/abs/1808.09781 (loss "bce").
 Full-softmax variant: Klenitskiy & Vasilev, RecSys 2023, "Turning Dross Into Gold Loss: is BERT4Rec
 really better than SASRec?", https://arxiv.org/abs/2309.07602 (loss "ce").
+Sampled softmax over many uniform negatives (loss "ss"): the loss of the strongest published SASRec
+on these Amazon files, Tikhonovich, Zelinskiy, Petrov, Spirina, Semenov, Savchenko & Kuliev,
+RecSys 2025, "eSASRec: Enhancing Transformer-based Recommendations in a Modular Fashion",
+https://arxiv.org/abs/2508.06450 (code: github.com/blondered/transformer_benchmark; 256 negatives).
+Calibration `t` (loss "ss" with `t` set): gBCE of Petrov & Macdonald, RecSys 2023, "gSASRec:
+Reducing Overconfidence in Sequential Recommendation Trained with Negative Sampling",
+https://arxiv.org/abs/2308.07192.
 
 Model: item embedding E (padding row 0) + learned position embedding, dropout, a causal Transformer
 encoder; the score of item v after position t is <F_t, E_v> with the item table shared.
 - "bce": at every real position, binary cross-entropy of the true next item against ONE sampled
   negative (eq. 4 of the paper).
 - "ce": softmax cross-entropy over all items at every real position.
+- "ss": at every real position, the target against `negatives` = k items drawn uniformly (with
+  replacement) from all items: with `t` None, softmax cross-entropy over the k + 1 logits; with `t`
+  in [0, 1], gSASRec's gBCE over the same logits, -(beta log sigmoid(s+) + sum log sigmoid(-s-)) /
+  (k + 1), beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = k / (n - 1), the paper's sampling
+  rate (t = 0: plain BCE with k negatives; t = 1: fully calibrated; the gSASRec code's ml-1m
+  setting is 0.75). `ss_loss` is the pure function.
 
 Deviations and choices:
 - Pre-LayerNorm blocks with a GELU feed-forward of width 4d (the paper: post-attention LN, ReLU,
@@ -18,6 +31,15 @@ Deviations and choices:
   also excludes the user's other items. With ~12k items and ~9 history items the difference
   affects about 0.1% of draws.
 - Embeddings are scaled by sqrt(d) before adding positions, as in the authors' code.
+- "ss" draws ONE set of k negatives per batch, shared by every position of every sequence (the
+  gSASRec code, asash/gSASRec-pytorch, draws k per position): the scores are then one (M x d)(d x k)
+  product against k gathered rows, where per-target negatives gather M x k rows (6,400 x 256 x 64
+  floats = 420 MB at batch 128 and length 50). Each row still sees k uniform negatives; only the
+  rows of one batch share them, which correlates their gradients within the step.
+- A negative may equal the target (an accidental hit, probability about k / n per row): it gets a
+  -inf logit (softmax) or leaves the sum (gBCE), so the target is never its own negative. A
+  negative may equal a history item and stays a negative: evaluation masks the history anyway,
+  and with k = 256 of ~12k items and ~9 history items a row has ~0.2 such negatives.
 - Losses are computed on real (non-padding) positions only, which gives the same value as the
   authors' masked sum but skips the padded work.
 """
@@ -25,7 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,18 +60,27 @@ from benchmark.output import item_scores, softmax_cross_entropy
 
 @dataclass(frozen=True)
 class SASRecConfig:
-    loss: Literal["bce", "ce"] = "ce"
+    loss: Literal["bce", "ce", "ss"] = "ce"
     hidden: int = 64
     layers: int = 2
     heads: int = 2
     dropout: float = 0.3  # sparse Amazon data likes heavy dropout (the paper used 0.5 there)
     init_std: float = 0.02
+    negatives: int = 256  # k, loss "ss" only: eSASRec's value
+    t: float | None = None  # loss "ss" only: None = sampled softmax; [0, 1] = gBCE calibration
+
+    # fields added after the first records, with the value that behaves as before (benchmark.suite)
+    ADDED_FIELDS: ClassVar[dict] = {"negatives": 256, "t": None}
 
     def __post_init__(self):
         if self.hidden <= 0 or self.layers <= 0 or self.heads <= 0:
             raise ValueError("hidden, layers and heads must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout {self.dropout} must be in [0, 1)")
+        if self.negatives < 1:
+            raise ValueError(f"negatives {self.negatives} must be at least 1 (the sampled loss needs a negative)")
+        if self.t is not None and not 0.0 <= self.t <= 1.0:
+            raise ValueError(f"t {self.t} must be in [0, 1] or none")
 
 
 # Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = SASRecConfig keys.
@@ -60,6 +91,9 @@ SEARCH_SPACE = {
     "layers": ("int", 1, 3),
     "dropout": ("float", 0.1, 0.6),
 }
+# sasrec-ss (benchmark.registry): the same space, wider, as eSASRec's best SASRec-SS models are; k
+# and t stay fixed (k = 256 is eSASRec's setting, and the sampled softmax has no t).
+SS_SEARCH_SPACE = {**SEARCH_SPACE, "hidden": ("choice", [64, 128, 256])}
 
 
 class SASRec(SeqRecModel):
@@ -87,6 +121,9 @@ class SASRec(SeqRecModel):
         h, pos = h[real], batch.targets[real]  # (M, d), (M,)
         if self.cfg.loss == "ce":
             return softmax_cross_entropy(h, self.item_emb.weight, pos)[0], {}
+        if self.cfg.loss == "ss":
+            neg = torch.randint(1, self.n_items + 1, (self.cfg.negatives,), device=pos.device)  # (k,) shared by the batch
+            return ss_loss(h, self.item_emb.weight, pos, neg, self.n_items, self.cfg.t), {}
         neg = torch.randint(1, self.n_items, pos.shape, device=pos.device)
         neg = neg + (neg >= pos).long()  # uniform over the items other than the positive
         pos_logit = (h * self.item_emb(pos)).sum(-1)
@@ -98,3 +135,20 @@ class SASRec(SeqRecModel):
 
     def score(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return item_scores(self.hidden_states(seqs, last_only=True), self.item_emb.weight)  # (B, n_items + 1)
+
+
+def ss_loss(h: torch.Tensor, weight: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, n_items: int, t: float | None = None) -> torch.Tensor:
+    """Loss "ss" (see the module docstring): h (M, d), weight (n + 1, d), pos (M,) targets, neg (k,)
+    negatives shared by all rows; `t` None: sampled softmax CE; else gBCE with calibration t.
+    A negative equal to its row's target is masked out. -> the mean over the M rows."""
+    pos_logit = (h * weight[pos]).sum(-1, keepdim=True)  # (M, 1)
+    neg_logit = h @ weight[neg].T  # (M, k)
+    hit = neg[None, :] == pos[:, None]  # (M, k) accidental hits
+    if t is None:
+        logits = torch.cat([pos_logit, neg_logit.masked_fill(hit, float("-inf"))], 1)  # (M, k + 1)
+        return (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
+    k = neg.shape[0]
+    alpha = k / (n_items - 1)
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    neg_term = F.logsigmoid(-neg_logit).masked_fill(hit, 0.0).sum(1)  # (M,)
+    return (-(beta * F.logsigmoid(pos_logit[:, 0]) + neg_term) / (k + 1)).mean()

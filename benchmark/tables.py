@@ -24,7 +24,7 @@ TABLE_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 SUBJECT = "diffrec"  # the model whose significance against the best baseline is tested
 # Column groups, as the papers group their baselines; a model not named here goes to "other".
 FAMILIES = {
-    "classic": ("pop", "sasrec-bce", "sasrec-ce"),
+    "classic": ("pop", "sasrec-bce", "sasrec-ce", "sasrec-ss"),
     "VAE": ("svae", "contrastvae"),
     "GAN": ("mfgan",),
     "diffusion": ("diffurec", "diffrec", "diffrec-paper"),

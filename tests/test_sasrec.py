@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from baselines.sasrec import SASRec, SASRecConfig
+from baselines.sasrec import SASRec, SASRecConfig, ss_loss
 from benchmark.layers import attention_mask
 from benchmark.model import Batch
 from benchmark.splits import left_pad
@@ -73,3 +75,27 @@ def test_config_rejects_impossible_settings():
         SASRecConfig(dropout=1.0)
     with pytest.raises(ValueError, match="divisible"):
         SASRec(SASRecConfig(hidden=10, heads=3), n_items=5, max_len=4)
+    with pytest.raises(ValueError, match="negatives 0 must be at least 1"):
+        SASRecConfig(loss="ss", negatives=0)
+    with pytest.raises(ValueError, match="t 1.5"):
+        SASRecConfig(loss="ss", t=1.5)
+
+
+def _log_sigmoid(x):
+    return -math.log1p(math.exp(-x))
+
+
+def test_ss_loss_matches_a_hand_computed_case():
+    """4 items, d = 2, two rows, negatives (2, 3) shared; row 1's target 2 is also a negative (an
+    accidental hit), which must leave its softmax and its gBCE sum."""
+    weight = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
+    h = torch.tensor([[1.0, 2.0], [2.0, -1.0]], dtype=torch.float64)
+    pos, neg = torch.tensor([1, 2]), torch.tensor([2, 3])
+    # row 0: target logit 1, negatives 2 and 3; row 1: target logit -1, negative 3 at 1 (2 is the hit)
+    softmax = (math.log(math.e**1 + math.e**2 + math.e**3) - 1 + math.log(math.e**-1 + math.e**1) + 1) / 2
+    torch.testing.assert_close(ss_loss(h, weight, pos, neg, n_items=4), torch.tensor(softmax, dtype=torch.float64))
+    # gBCE, t = 0.5: alpha = k / (n - 1) = 2/3, beta = alpha (t (1 - 1/alpha) + 1/alpha) = 5/6
+    beta = 5 / 6
+    row0 = -(beta * _log_sigmoid(1) + _log_sigmoid(-2) + _log_sigmoid(-3)) / 3
+    row1 = -(beta * _log_sigmoid(-1) + _log_sigmoid(-1)) / 3
+    torch.testing.assert_close(ss_loss(h, weight, pos, neg, n_items=4, t=0.5), torch.tensor((row0 + row1) / 2, dtype=torch.float64))
