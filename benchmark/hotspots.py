@@ -18,8 +18,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmark.data import DataError, load_dataset
-from benchmark.peer import BATCH, EVAL_BATCH, MODELS, ProjectModel
-from benchmark.records import PROJECT_ROOT, atomic_path, environment, write_json_atomic
+from benchmark.peer import BATCH, EVAL_BATCH, MODELS, ProjectModel, write_outputs
+from benchmark.records import PROJECT_ROOT, environment
 from benchmark.splits import leave_one_out
 from benchmark.train import evaluate, train_batches
 
@@ -96,11 +96,7 @@ def main(argv=None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_json_atomic(args.out, m)
-    md = args.out.with_suffix(".md")
-    with atomic_path(md) as tmp:
-        tmp.write_text(markdown(m))
-    print(f"wrote {args.out} and {md}")
+    write_outputs(args.out, m, markdown(m))
     return 0
 
 

@@ -383,6 +383,15 @@ def measure(args) -> dict:
     return m
 
 
+def write_outputs(out: Path, measured: dict, text: str) -> None:
+    """The measurement as JSON at `out` and its Markdown beside it (.md), each written atomically."""
+    write_json_atomic(out, measured)
+    md = out.with_suffix(".md")
+    with atomic_path(md) as tmp:
+        tmp.write_text(text)
+    print(f"wrote {out} and {md}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.peer", description=__doc__.splitlines()[0])
     p.add_argument("peer", choices=["recbole"], help="the library to compare with")
@@ -403,11 +412,7 @@ def main(argv=None) -> int:
     except (PeerError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_json_atomic(args.out, m)
-    md = args.out.with_suffix(".md")
-    with atomic_path(md) as tmp:
-        tmp.write_text(markdown(m))
-    print(f"wrote {args.out} and {md}")
+    write_outputs(args.out, m, markdown(m))
     for v in m["verdicts"]:
         print(f"{v['target']}: {v['ratio']:.2f}x (target {v['bound']}: {v['verdict']})")
     return 0

@@ -41,6 +41,8 @@ tuning study to say.
 """
 from __future__ import annotations
 
+from diffrec.model import SEARCH_SPACE as DIFFREC_SPACE
+
 PAPER = {
     "step_embedding": "raw",
     "step_tokens": "all",
@@ -62,11 +64,8 @@ PAPER = {
 # Tuning space of `benchmark.tune` ("train.KEY" = TrainConfig keys): SASRec's five dimensions at
 # the widths of the headline study, the MSE weight against the rounding term, and the item scale.
 SEARCH_SPACE = {
-    "train.lr": ("log", 1e-4, 1e-2),
-    "train.weight_decay": ("choice", [0.0, 1e-6, 1e-4]),
+    **DIFFREC_SPACE,
     "hidden": ("choice", [64, 128, 256]),  # all divisible by the 2 heads
-    "layers": ("int", 1, 3),
-    "dropout": ("float", 0.1, 0.6),
     "mse_weight": ("choice", [0.1, 0.3, 1.0, 3.0]),
     "item_scale": ("choice", ["one", "sqrt_d"]),
 }
