@@ -16,6 +16,8 @@ task, on this machine or on a cluster (`--address`), and writes the records the 
 so N processes of a job array (or machines sharing OUT) started together split what is left
 evenly. `--only main|ablations` runs one part of it (the main table first, say). A suite with `[tune] auto = true` first tunes its studies
 (`benchmark.tune`, on the same executor); every run ends with the report (`benchmark.report`).
+`--plan` only prints the cells and trials still to run and their estimated CPU/GPU hours from
+the existing records (`benchmark.plan`), and runs nothing.
 
 OUT is `--out`, else results/ for a committed suite (`commit = true`) run as defined, else the
 git-ignored runs-local/<suite>/ (smoke, user files, overrides). A run into results/ refuses to start
