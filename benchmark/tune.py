@@ -49,7 +49,7 @@ from benchmark.cli import add_suite_arguments, check_arguments, check_committed_
 from benchmark.config import ConfigError, build_config
 from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
 from benchmark.metrics import SELECTION_METRIC
-from benchmark.records import environment, write_json_atomic
+from benchmark.records import atomic_path, environment, write_json_atomic
 from benchmark.registry import build_model, model_spec
 from benchmark.studies import FINISHED, alive, counted_trials, default_storage, make_storage, open_study, places_to_run, redact, reserved, sweep_stale, within_budget
 from benchmark.suite import Cell, Suite, best_params_path, split_setting, tuning_study
@@ -259,10 +259,8 @@ def export_study(
     """Writes OUT/tuning/<study>/trials.csv (every trial) and best.json (best of the budget)."""
     folder = best_params_path(Path(out) / "tuning", study.study_name).parent
     folder.mkdir(parents=True, exist_ok=True)
-    frame = study.trials_dataframe()
-    tmp = folder / ".trials.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(folder / "trials.csv")
+    with atomic_path(folder / "trials.csv") as tmp:  # a temporary name of its own: processes sharing a study export at once
+        study.trials_dataframe().to_csv(tmp, index=False)
     counted = counted_trials(study, budget)
     complete = [t for t in counted if t.state == TrialState.COMPLETE]
     if not complete:
