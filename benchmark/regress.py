@@ -181,7 +181,8 @@ def measure_ratios(split, *, batch: int = 256, steps: int = 1000, eval_users: in
 
     -> (ratios, targets, seconds). `ratios` are checked against the reference; each compares
     computations made of the same kernels, so that they hold across machines:
-    - `*_per_yardstick`: a scoring call relative to `benchmark.speed.yardstick` with its shapes;
+    - `*_per_yardstick`: a scoring call relative to `benchmark.speed.yardstick` with its shapes
+      (DiffRec's full two-stream pass is reported only: see `targets`);
     - `diffrec_loop_overhead`: an N-step ancestral score / (N x the denoiser call of one step),
       target <= 1.1 (the history's one encoding per user is inside the numerator);
     - `evaluation_per_sasrec_score`, `sasrec_train_step_per_sasrec_score`: per SASRec scoring call.
@@ -232,7 +233,6 @@ def measure_ratios(split, *, batch: int = 256, steps: int = 1000, eval_users: in
     unit = best["sasrec_score"]
     ratios = {
         "sasrec_score_per_yardstick": unit / best["yardstick_sasrec"],
-        "denoiser_call_per_yardstick": best["denoiser_call"] / best["yardstick_denoiser"],
         "average_per_yardstick": best["average"] / best["yardstick_average"],
         "diffrec_loop_overhead": best["ancestral"] / (steps * best["step_call"]),
         "evaluation_per_sasrec_score": best["evaluate"] / (unit * len(idx) / batch),
@@ -242,6 +242,10 @@ def measure_ratios(split, *, batch: int = 256, steps: int = 1000, eval_users: in
         "average_per_sasrec_score": best["average"] / unit,  # issue target <= 2
         "diffrec_step_per_sasrec_score": best["ancestral"] / steps / unit,
         "full_denoiser_pass_per_step_call": best["denoiser_call"] / best["step_call"],
+        # the full two-stream pass against its yardstick: on unchanged code it read 0.60-0.62 in some
+        # processes and 0.93-1.05 in others on this machine (0.034 or 0.058 s a call), too bimodal
+        # for a 25% check; the per-step call it shares its layers with is checked (loop overhead)
+        "denoiser_call_per_yardstick": best["denoiser_call"] / best["yardstick_denoiser"],
     }
     return ratios, targets, best
 
