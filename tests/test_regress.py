@@ -91,5 +91,5 @@ def test_throughput_ratios_measure_every_checked_ratio_against_the_reference_nam
     ratios, targets, seconds = measure_ratios(leave_one_out(chain_dataset()), batch=8, steps=3, eval_users=16, rounds=1)
     reference = json.loads((REFERENCE_DIR / "throughput.json").read_text())
     assert set(ratios) == set(reference["ratios"])
-    assert set(targets) == {"average_per_sasrec_score", "diffrec_step_per_sasrec_score", "full_denoiser_pass_per_step_call"}
+    assert set(targets) == {"average_per_sasrec_score", "diffrec_step_per_sasrec_score", "full_denoiser_pass_per_step_call", "denoiser_call_per_yardstick"}
     assert all(math.isfinite(v) and v > 0 for v in [*ratios.values(), *targets.values(), *seconds.values()])
