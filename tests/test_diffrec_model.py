@@ -112,7 +112,6 @@ def test_importance_sampling_records_losses_and_weights_the_loss():
 
 def test_rounding_ties_output_to_item_table_and_bias_is_optional():
     tied, free = make(), make(tie_rounding=False, rounding_bias=True)
-    h = torch.randn(2, 16)
     assert tied.rounding_layer() == (tied.item_emb.weight, None)
     assert free.rounding_layer() == (free.out.weight, free.bias) and free.bias is not None
 
