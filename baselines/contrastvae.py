@@ -146,7 +146,7 @@ class ContrastVAEConfig:
 # Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = ContrastVAEConfig keys.
 SEARCH_SPACE = {
     "train.lr": ("log", 1e-4, 1e-2),
-    "hidden": ("choice", [32, 64, 128]),  # all divisible by the 2 heads
+    "hidden": ("choice", [64, 128, 256]),  # the same widths in every space (all divisible by the 2 heads)
     "dropout": ("float", 0.1, 0.6),
     "beta_max": ("log", 0.01, 1.0),
     "contrast_weight": ("float", 0.0, 1.0),

@@ -131,7 +131,7 @@ class Discriminator(nn.Module):
 # Tuning space of `benchmark.tune`: "train.KEY" = TrainConfig keys, plain keys = MFGANConfig keys.
 SEARCH_SPACE = {
     "train.lr": ("log", 1e-4, 1e-2),
-    "hidden": ("choice", [32, 64, 128]),  # all divisible by the 2 heads
+    "hidden": ("choice", [64, 128, 256]),  # the same widths in every space (all divisible by the 2 heads)
     "layers": ("int", 1, 3),
     "dropout": ("float", 0.1, 0.6),
     "mle_weight": ("choice", [0.0, 0.5, 1.0]),

@@ -87,13 +87,12 @@ class SASRecConfig:
 SEARCH_SPACE = {
     "train.lr": ("log", 1e-4, 1e-2),
     "train.weight_decay": ("choice", [0.0, 1e-6, 1e-4]),
-    "hidden": ("choice", [32, 64, 128]),  # all divisible by the 2 heads
+    "hidden": ("choice", [64, 128, 256]),  # the same widths in every space (all divisible by the 2 heads)
     "layers": ("int", 1, 3),
     "dropout": ("float", 0.1, 0.6),
 }
-# sasrec-ss (benchmark.registry): the same space, wider, as eSASRec's best SASRec-SS models are; k
-# and t stay fixed (k = 256 is eSASRec's setting, and the sampled softmax has no t).
-SS_SEARCH_SPACE = {**SEARCH_SPACE, "hidden": ("choice", [64, 128, 256])}
+# sasrec-ss uses this space too; k and t stay fixed (k = 256 is eSASRec's setting, and the sampled
+# softmax has no t).
 
 
 class SASRec(SeqRecModel):

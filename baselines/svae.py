@@ -119,7 +119,7 @@ class SVAEConfig:
 # The KL weight and its warm-up are in it because they decide whether the latent collapses.
 SEARCH_SPACE = {
     "train.lr": ("log", 1e-4, 1e-2),
-    "hidden": ("choice", [32, 64, 128]),
+    "hidden": ("choice", [64, 128, 256]),  # the same widths in every space
     "latent": ("choice", [32, 64, 128]),
     "dropout": ("float", 0.0, 0.5),
     "beta_max": ("log", 0.01, 1.0),

@@ -6,13 +6,15 @@ ablation cells, and the tuning trials its studies still lack (of a study's budge
 journal `OUT/tuning/optuna.journal` counts, else those of its exported best.json). The estimate
 comes from the finished records in OUT/runs of the same (dataset, model) on the same device kind
 (a device name starting with "cpu" is a CPU, any other a GPU), each kind kept apart:
-- a training costs the median seconds per epoch times the median epochs run of those records (a
-  record that loaded another cell's checkpoint carries that training's timings and is left out);
+- a training costs the median seconds per epoch times the median epochs run of those records, or
+  the suite's minimum epochs (`min_epochs`) where that is more (a record that loaded another cell's
+  checkpoint carries that training's timings and is left out);
 - every cell costs the median scoring time (validation and test) on top; cells sharing a training
   key count one training, and none when its checkpoint is already in OUT/checkpoints (inference
   ablation points only score);
-- a trial costs a training, capped by the suite's trial_time_budget_s (or that budget alone when
-  there is no record), without the test scoring.
+- a trial costs a training of at most [tune] trial_epochs epochs, capped by the suite's
+  trial_time_budget_s (or that budget alone when there is no record), without the test scoring and
+  without the pruner's savings (an upper bound).
 A suite that tunes first (`[tune] auto`) resolves its cells again with the tuned parameters, so
 cells counted before its studies finish may get other keys; the counts stay the same.
 Nothing is written.
@@ -41,10 +43,6 @@ class Profile:
     epochs: float | None
     eval_seconds: float  # validation + test scoring of one cell
     records: int
-
-    @property
-    def train_seconds(self) -> float | None:
-        return None if self.seconds_per_epoch is None else self.seconds_per_epoch * self.epochs
 
 
 def profiles(records: list[dict]) -> dict[tuple[str, str, str], Profile]:
@@ -95,10 +93,13 @@ class Row:
     ablations: int = 0
     trainings: int = 0
     trials: int = 0
+    min_epochs: int = 0  # the suite's minimum epochs for this model
     seconds: dict | None = None  # {kind: seconds, or None when no record of that kind}
 
 
-def plan_rows(suite: Suite, pending: list[Cell], trials_left: dict[tuple[str, str], int], checkpoints: set[str], profs: dict, trial_budget_s: float = 0.0) -> list[Row]:
+def plan_rows(
+    suite: Suite, pending: list[Cell], trials_left: dict[tuple[str, str], int], checkpoints: set[str], profs: dict, trial_budget_s: float = 0.0, trial_epochs: int = 0
+) -> list[Row]:
     """One Row per (dataset, model) with work left, in suite order. `pending`: the cells without a
     record; `trials_left`: {(dataset, model): trials still to run}; `checkpoints`: training keys
     whose trained model is kept (those cells only score)."""
@@ -106,7 +107,7 @@ def plan_rows(suite: Suite, pending: list[Cell], trials_left: dict[tuple[str, st
     todo = {(c.dataset, c.model) for c in pending}
     for c in [*suite.cells, *suite.tune_cells]:
         if (c.dataset, c.model) not in rows and ((c.dataset, c.model) in todo or trials_left.get((c.dataset, c.model), 0)):
-            rows[c.dataset, c.model] = Row(c.dataset, c.model)
+            rows[c.dataset, c.model] = Row(c.dataset, c.model, min_epochs=c.train_config.get("min_epochs", 0))
     for c in pending:
         row = rows[c.dataset, c.model]
         if c.tag in MAIN_TAGS:
@@ -119,19 +120,22 @@ def plan_rows(suite: Suite, pending: list[Cell], trials_left: dict[tuple[str, st
     for (dataset, model), row in rows.items():
         row.trainings = len(trainings.get((dataset, model), set()) - checkpoints)
         row.trials = trials_left.get((dataset, model), 0)
-        row.seconds = {kind: cost(row, profs.get((dataset, model, kind)), trial_budget_s) for kind in KINDS}
+        row.seconds = {kind: cost(row, profs.get((dataset, model, kind)), trial_budget_s, trial_epochs) for kind in KINDS}
     datasets = list(dict.fromkeys(c.dataset for c in [*suite.cells, *suite.tune_cells]))
     return sorted(rows.values(), key=lambda r: datasets.index(r.dataset))  # by dataset, models in suite order
 
 
-def cost(row: Row, prof: Profile | None, trial_budget_s: float = 0.0) -> float | None:
+def cost(row: Row, prof: Profile | None, trial_budget_s: float = 0.0, trial_epochs: int = 0) -> float | None:
     """Seconds of a row's work on one device kind, or None when no record there tells."""
-    if prof is None or prof.train_seconds is None:
+    if prof is None or prof.seconds_per_epoch is None:
         if row.trainings or row.main or row.ablations or not trial_budget_s:
             return None
         return row.trials * trial_budget_s  # trials alone, each capped by the budget
-    trial = min(prof.train_seconds, trial_budget_s) if trial_budget_s else prof.train_seconds
-    return row.trainings * prof.train_seconds + (row.main + row.ablations) * prof.eval_seconds + row.trials * trial
+    epochs = max(prof.epochs, row.min_epochs)
+    train = prof.seconds_per_epoch * epochs
+    trial = prof.seconds_per_epoch * (min(epochs, trial_epochs) if trial_epochs else epochs)
+    trial = min(trial, trial_budget_s) if trial_budget_s else trial
+    return row.trainings * train + (row.main + row.ablations) * prof.eval_seconds + row.trials * trial
 
 
 def hours(seconds: float | None) -> str:
@@ -174,7 +178,7 @@ def suite_plan(suite: Suite, out: Path) -> list[Row]:
     trials_left = {}
     for c in suite.tune_cells:
         trials_left[c.dataset, c.model] = max(0, budget - trials_done(out, tuning_study(c.dataset, c.model, c.key)))
-    return plan_rows(suite, pending, trials_left, checkpoints, profiles(load_records(out)), suite.tune.get("trial_time_budget_s", 0.0))
+    return plan_rows(suite, pending, trials_left, checkpoints, profiles(load_records(out)), suite.tune.get("trial_time_budget_s", 0.0), suite.tune.get("trial_epochs", 0))
 
 
 def as_json(suite: Suite, rows: list[Row]) -> str:

@@ -201,7 +201,7 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
         losses[m] = f"{m}: {r['config']['model']['loss']}" if "loss" in r["config"]["model"] else f"{m}: {r.get('model_about') or 'see model file'}"
         budgets[m] = r["protocol"]["early_stopping"] + (f", time budget {r['config']['train']['time_budget_s']:g}s" if r["config"]["train"].get("time_budget_s") else "")
         t = r.get("tuning") or {}
-        trials.setdefault(m, {})[r["dataset"]["name"]] = f"{t['trials']} trials (study {t['study']})" if t else "defaults (untuned)"
+        trials.setdefault(m, {})[r["dataset"]["name"]] = tuning_phrase(t)
     return [
         ("datasets", "; ".join(datasets.values())),
         ("split", first["split"]),
@@ -217,6 +217,17 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
         ("git commit", distinct(r["environment"]["git_commit"] for r in recs)),
         ("environment", distinct(f"{e['device']}, torch {e['packages'].get('torch')}, python {e['python']}" for e in (r["environment"] for r in recs))),
     ]
+
+
+def tuning_phrase(tuning: dict) -> str:
+    """A record's `tuning` in words: "20 trials of at most 40 epochs (study s)", "beauty's ..." when
+    the parameters came from another dataset's study, "defaults (untuned)" without one."""
+    if not tuning:
+        return "defaults (untuned)"
+    caps = ([f"{tuning['trial_epochs']} epochs"] if tuning.get("trial_epochs") else []) + ([f"{tuning['trial_time_budget_s']:g} s"] if tuning.get("trial_time_budget_s") else [])
+    cap = f" of at most {' and '.join(caps)}" if caps else ""
+    owner = f"{tuning['params_of']}'s " if tuning.get("params_of") else ""
+    return f"{owner}{tuning['trials']} trials{cap} (study {tuning['study']})"
 
 
 def tuning_per_dataset(by_dataset: dict[str, str]) -> str:

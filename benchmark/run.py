@@ -109,7 +109,7 @@ def run_cell(
             "max_len": max_len,
             "train_targets": "every next-item position of the training prefix (within max_len)",
             **PROTOCOL,
-            "early_stopping": f"patience {tcfg.patience} evaluations, every {tcfg.eval_every} epochs, max {tcfg.epochs} epochs",
+            "early_stopping": f"patience {tcfg.patience} evaluations, every {tcfg.eval_every} epochs, " + (f"min {tcfg.min_epochs}, " if tcfg.min_epochs else "") + f"max {tcfg.epochs} epochs",
             **({"inference": {"scored_with": cell.inference, "trained_and_selected_with": {k: cell.model_config[k] for k in cell.inference}}} if cell.inference else {}),
         },
         "training": {"key": cell.training_key, "reused": reused, **trained_on},  # reused: curve and train timings are the checkpoint's

@@ -88,14 +88,16 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def open_study(name: str, storage, *, seed: int, pruner: str) -> optuna.Study:
-    """Creates the study or loads it (workers starting together: one creates, the others load)."""
+def open_study(name: str, storage, *, seed: int, pruner: str, warmup: int = 0) -> optuna.Study:
+    """Creates the study or loads it (workers starting together: one creates, the others load).
+    The median pruner stops a trial whose validation score at an epoch falls below the median of
+    earlier trials at that epoch, once five trials have finished, from epoch `warmup` on."""
     return optuna.create_study(
         study_name=name,
         storage=storage,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0) if pruner == "median" else optuna.pruners.NopPruner(),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup) if pruner == "median" else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
 

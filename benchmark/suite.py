@@ -8,16 +8,22 @@ Keys of a suite file (every key is optional except datasets and models):
                                             # (an interactions file takes core = K: its k-core, default 5)
     models = "all" | ["sasrec-ce", ...]     # registered model names
     seeds = [0, 1, 2]                       # 0 to 2**32 - 1
+    [model_seeds]  sasrec-ce = [0, 1, 2, 3, 4]   # other seeds for some models' main cells
     params = "defaults" | "tuned"           # tuned: best trial of the (dataset, model) study when
                                             # one was exported to OUT/tuning/ (else results/tuning/),
                                             # else the defaults
+    params_from = "beauty"                  # tuned: a dataset without a study of its own takes the
+                                            # best trial of this registered dataset's study (its
+                                            # cells' `tuning` says so)
     [data]   users = 300, max_len = 50      # data options for every dataset (users: first N only), >= 1
     [train]  epochs = 2, ...                # TrainConfig overrides for every model
     [model.all]   hidden = 16               # applied to every model whose config has the key
     [model.NAME]  key = value               # one model's config overrides
     [train_model.NAME] lr = 0.01            # one model's TrainConfig overrides
     [tune]   trials = 20, auto = false, seed = 0, pruner = "median", models = [...], datasets = [...],
-             trial_time_budget_s = 0        # seconds of training per trial (0 = no limit), every model alike
+             trial_time_budget_s = 0,       # seconds of training per trial (0 = no limit), every model alike
+             trial_epochs = 0,              # epochs per trial at most (0 = the cell's), every model alike
+             prune_after_epochs = 0         # the median pruner's warm-up, in epochs
     [[ablation]]                            # one entry per ablation; produces tagged cells
     model = "diffrec"
     datasets = ["ml-100k"]                  # default: the suite's datasets
@@ -25,6 +31,7 @@ Keys of a suite file (every key is optional except datasets and models):
     grid = {steps = [10, 50], sampler = ["ancestral", "strided"]}   # cartesian product, or
     points = [{noise = "target", sampler = "strided"}, {noise = "sequence", sampler = "strided"}]  # or a list
     fixed = {samples = 5}                   # set in every point (not part of the tag)
+    retrain = true                          # the points' inference keys train and select too
 
 In `grid`, `points`, `fixed` and in search spaces, a key `train.KEY` addresses the TrainConfig and
 a plain key the model's config. A cell's tag names its setting: "default", "tuned", or the
@@ -33,7 +40,8 @@ ablation point ("steps=50,sampler=strided"). A point's inference keys (the regis
 with the base setting's values and scores with the point's (`Cell.inference`), so a sampler sweep
 costs one training, and every sampler is compared on the same model. A point whose training the
 base's values do not suit (DiffRec's sequence noise needs a sampler that ends near step 1, not the
-base's `average`) trains and selects with its own.
+base's `average`) trains and selects with its own, and so does every point of an ablation with
+`retrain = true` (a comparison whose points must be trained, selected and scored alike).
 """
 from __future__ import annotations
 
@@ -53,9 +61,9 @@ from benchmark.data import DATASETS, DEFAULT_CORE, FORMATS, DataError, sha256_fi
 from benchmark.registry import MODELS, model_spec
 from benchmark.train import MAX_SEED, TrainConfig
 
-SUITE_KEYS = {"commit", "description", "datasets", "models", "seeds", "params", "data", "train", "model", "train_model", "tune", "ablation"}
+SUITE_KEYS = {"commit", "description", "datasets", "models", "seeds", "model_seeds", "params", "params_from", "data", "train", "model", "train_model", "tune", "ablation"}
 FILE_KEYS = {"file", "format", "name", "core"}
-ABLATION_KEYS = {"model", "datasets", "seeds", "grid", "points", "fixed"}
+ABLATION_KEYS = {"model", "datasets", "seeds", "grid", "points", "fixed", "retrain"}
 MAIN_TAGS = ("default", "tuned")  # tags of the cells that make a suite's main table
 
 
@@ -90,10 +98,14 @@ class TuneOptions:
     models: tuple[str, ...] = ()  # () = the suite's models
     datasets: tuple[str, ...] = ()  # () = the suite's datasets
     trial_time_budget_s: float = 0.0  # seconds of training per trial (0 = no limit), every model alike
+    trial_epochs: int = 0  # epochs of training per trial at most (0 = the cell's epochs), every model alike
+    prune_after_epochs: int = 0  # the median pruner judges a trial from this epoch on (its warm-up)
 
     def __post_init__(self):
         if self.trials < 1:
             raise ValueError("trials must be >= 1")
+        if self.trial_epochs < 0 or self.prune_after_epochs < 0:
+            raise ValueError("trial_epochs and prune_after_epochs must be >= 0 (trial_epochs 0 = the cell's epochs)")
         if self.trial_time_budget_s < 0:
             raise ValueError("trial_time_budget_s must be >= 0 (0 = no limit)")
         check_seed(self.seed)
@@ -146,13 +158,14 @@ class Cell:
         """The cell as plain JSON data (what a run record stores under "cell"). What did not exist
         when older records were made is left out while it changes nothing, so their cells keep their
         keys: an empty `inference`, and the model config's fields that its class lists in
-        `ADDED_FIELDS` while they hold the value listed there (the behaviour from before them)."""
+        `ADDED_FIELDS` while they hold the value listed there (the behaviour from before them), and
+        the same for TrainConfig's."""
         identity = json.loads(json.dumps(dataclasses.asdict(self)))
         if not identity["inference"]:
             del identity["inference"]
         added = getattr(MODELS[self.model].config, "ADDED_FIELDS", {}) if self.model in MODELS else {}
-        for name in ("model_config", "inference"):
-            for key, value in added.items():
+        for name, fields in (("model_config", added), ("inference", added), ("train_config", TrainConfig.ADDED_FIELDS)):
+            for key, value in fields.items():
                 if identity.get(name, {}).get(key, object()) == value:
                     del identity[name][key]
         return identity
@@ -400,11 +413,19 @@ def resolve_suite(
             raise ConfigError(f"{where}: unknown model {m!r} (known: {', '.join(MODELS)})")
     seeds_overridden = bool(seeds)
     seeds = _seed_list(list(seeds), "--seeds") if seeds else _seed_list(raw.get("seeds", [0]), f"{where}: seeds")
+    model_seeds = {}
+    for m, values in _table(raw.get("model_seeds", {}), f"{where}: [model_seeds]").items():
+        if m not in MODELS:
+            raise ConfigError(f"{where}: [model_seeds] unknown model {m!r} (known: {', '.join(MODELS)})")
+        model_seeds[m] = seeds if seeds_overridden else _seed_list(values, f"{where}: [model_seeds] {m}")
     if not refs or not chosen:
         raise ConfigError(f"{where}: needs at least one dataset and one model")
     params_mode = raw.get("params", "defaults")
     if params_mode not in ("defaults", "tuned"):
         raise ConfigError(f"{where}: params must be 'defaults' or 'tuned', got {params_mode!r}")
+    params_from = raw.get("params_from")
+    if params_from is not None and (params_mode != "tuned" or params_from not in DATASETS):
+        raise ConfigError(f"{where}: params_from = {params_from!r} needs params = \"tuned\" and a registered dataset (known: {', '.join(DATASETS)})")
 
     # Option tables and --set --------------------------------------------------------------------
     data_opts = _check_keys(raw.get("data", {}), DATA_KEYS, f"{where}: [data]")
@@ -459,22 +480,28 @@ def resolve_suite(
         mcfg, tcfg = bases[model]
         if params_mode != "tuned":
             return mcfg, tcfg, {}
-        probe = Cell(dataset, model, tune["seed"], mcfg, tcfg, data_opts, "tune", refs[dataset])
-        study = tuning_study(dataset, model, probe.key)
-        best = read_best(tuning_dir, study)
-        if best is None:
+        borrowed = {}
+        for source_dataset in dict.fromkeys([dataset] + ([params_from] if params_from else [])):
+            probe = Cell(source_dataset, model, tune["seed"], mcfg, tcfg, data_opts, "tune", refs[dataset] if source_dataset == dataset else {})
+            study = tuning_study(source_dataset, model, probe.key)
+            best = read_best(tuning_dir, study)
+            if best is not None:
+                borrowed = {"params_of": source_dataset} if source_dataset != dataset else {}
+                break
+        else:
             untuned.append(f"{dataset}/{model}")
             return mcfg, tcfg, {}
         m_part, t_part = split_setting(best["params"], model, f"tuned params of study {study}")
         mcfg, tcfg = base(model, m_part, t_part, label=f" tuned by {study}")
-        return mcfg, tcfg, {"study": study, "trials": best.get("trials"), "best_value": best.get("best_value"), "params": best["params"]}
+        budget = {k: best[k] for k in ("trial_epochs", "trial_time_budget_s", "pruner") if best.get(k)}
+        return mcfg, tcfg, {"study": study, "trials": best.get("trials"), "best_value": best.get("best_value"), "params": best["params"], **budget, **borrowed}
 
     # Main cells ----------------------------------------------------------------------------------
     cells: dict[str, Cell] = {}
     for model in chosen:
         for dataset, source in refs.items():
             mcfg, tcfg, tuning = tuned_base(dataset, model)
-            for seed in seeds:
+            for seed in model_seeds.get(model, seeds):
                 cell = Cell(dataset, model, seed, mcfg, tcfg, data_opts, "tuned" if tuning else "default", source, tuning)
                 cells[cell.key] = cell
 
@@ -487,6 +514,9 @@ def resolve_suite(
             raise ConfigError(f"{aw}: unknown model {model!r} (known: {', '.join(MODELS)})")
         aw = f"{aw} ({model})"
         points = _ablation_points(ab, aw)
+        retrain = ab.get("retrain", False)
+        if not isinstance(retrain, bool):
+            raise ConfigError(f"{aw}: retrain must be true or false, got {retrain!r}")
         fixed = _table(ab.get("fixed", {}), f"{aw}.fixed")
         if "datasets" in ab:
             ab_refs = dict(_dataset_ref(e, f"{aw}.datasets", base_dir) for e in ab["datasets"])
@@ -507,7 +537,7 @@ def resolve_suite(
                 # with the `average` sampler, say): then it trains and selects with its own
                 scoring = config_dict(build_config(spec.config, {**mcfg, **m_part}, where=pw))
                 try:
-                    trained = config_dict(build_config(spec.config, {**mcfg, **{k: v for k, v in m_part.items() if k not in spec.inference}}, where=pw))
+                    trained = scoring if retrain else config_dict(build_config(spec.config, {**mcfg, **{k: v for k, v in m_part.items() if k not in spec.inference}}, where=pw))
                 except ConfigError:
                     trained = scoring
                 inference = {k: scoring[k] for k in spec.inference if scoring[k] != trained[k]}

@@ -12,7 +12,10 @@ tasks on the same cluster as the suite's trainings). Every study gets:
   on each trial), so workers and reruns do not replay one sequence, and one worker running a study
   from scratch repeats it exactly;
 - the model's default configuration (as the suite resolves it) enqueued as trial 0;
-- a median pruner fed by each validation evaluation (NDCG@10) of the trial's training run;
+- a median pruner fed by each validation evaluation (NDCG@10) of the trial's training run, judging
+  from epoch [tune] prune_after_epochs on;
+- the same epoch cap per trial for every model ([tune] trial_epochs: the trial trains at most that
+  many epochs under the suite's stopping rule, whose minimum is lowered to the cap if above it);
 - optionally the same wall-clock training time per trial ([tune] trial_time_budget_s); the trial's
   run stops there and keeps its best evaluation. Equal seconds are not equal epochs: a model with
   slower epochs is judged earlier in its training (on the H200, 60 s gave DiffRec and ContrastVAE
@@ -55,7 +58,7 @@ from benchmark.studies import FINISHED, alive, counted_trials, default_storage, 
 from benchmark.suite import Cell, Suite, best_params_path, split_setting, tuning_study
 from benchmark.train import TrainConfig, fit
 
-GENERIC_SPACE = {"train.lr": ("log", 1e-4, 1e-2), "dropout": ("float", 0.0, 0.5), "hidden": ("choice", [32, 64, 128])}
+GENERIC_SPACE = {"train.lr": ("log", 1e-4, 1e-2), "dropout": ("float", 0.0, 0.5), "hidden": ("choice", [64, 128, 256])}
 SPACE_KINDS = {"float": 3, "log": 3, "int": (3, 4), "choice": 2}
 CAUGHT = (ConfigError, FloatingPointError)  # a configuration that cannot train is a failed trial, not a crash
 
@@ -123,9 +126,12 @@ def default_params(cell: Cell, space: dict) -> tuple[dict, list[str]]:
 class Objective:
     """Trains one configuration of a cell; returns its best validation NDCG@10."""
 
-    def __init__(self, cell: Cell, space: dict, *, data_dir=None, device="cpu", time_budget_s: float = 0.0):
+    def __init__(self, cell: Cell, space: dict, *, data_dir=None, device="cpu", time_budget_s: float = 0.0, epochs: int = 0):
         self.cell, self.space, self.device = cell, space, device
         self.train_config = dict(cell.train_config)
+        if epochs:  # the trial cap, or the cell's own where that is smaller
+            self.train_config["epochs"] = min(epochs, cell.train_config["epochs"])
+            self.train_config["min_epochs"] = min(cell.train_config.get("min_epochs", 0), self.train_config["epochs"])
         if time_budget_s:  # the trial cap, or the cell's own budget where that is smaller
             self.train_config["time_budget_s"] = min(time_budget_s, cell.train_config["time_budget_s"] or time_budget_s)
         _, self.split, self.max_len = load_data(cell, data_dir)  # the split's test part is never read
@@ -172,20 +178,21 @@ def sampler_seed(seed: int, number: int) -> int:
 
 
 def run_trial(
-    *, cell: Cell, space: dict, storage_url: str, study_name: str, budget: int, seed: int, pruner: str, time_budget_s: float = 0.0, data_dir=None, device="cpu", threads=0
+    *, cell: Cell, space: dict, storage_url: str, study_name: str, budget: int, seed: int, pruner: str, time_budget_s: float = 0.0, trial_epochs: int = 0, warmup: int = 0, data_dir=None,
+    device="cpu", threads=0,
 ) -> dict | None:
     """Runs one trial of a study, the unit of work of an executor: fails the trials of gone workers
     (queued again), takes the next trial (a queued one first) unless the budget is full, and trains
     it. -> a summary of the trial, None when the budget was already held by other trials."""
     if threads:
         torch.set_num_threads(threads)
-    study = open_study(study_name, make_storage(storage_url), seed=seed, pruner=pruner)
+    study = open_study(study_name, make_storage(storage_url), seed=seed, pruner=pruner, warmup=warmup)
     sweep_stale(study)
     if places_to_run(study, budget) <= 0:
         return None
-    key = repr((cell, space, data_dir, device, time_budget_s))
+    key = repr((cell, space, data_dir, device, time_budget_s, trial_epochs))
     if key not in OBJECTIVES:
-        OBJECTIVES[key] = Objective(cell, space, data_dir=data_dir, device=device, time_budget_s=time_budget_s)
+        OBJECTIVES[key] = Objective(cell, space, data_dir=data_dir, device=device, time_budget_s=time_budget_s, epochs=trial_epochs)
     taken = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -208,8 +215,8 @@ def run_trial(
 
 
 def tune_cell(
-    cell: Cell, *, out, budget: int, seed: int = 0, pruner: str = "median", time_budget_s: float = 0.0, storage: str | None = None, executor=None, fixed=(), data_dir=None, device="cpu", threads=0,
-    quiet=False,
+    cell: Cell, *, out, budget: int, seed: int = 0, pruner: str = "median", time_budget_s: float = 0.0, trial_epochs: int = 0, warmup: int = 0, storage: str | None = None, executor=None,
+    fixed=(), data_dir=None, device="cpu", threads=0, quiet=False,
 ) -> dict | None:
     """Brings the study of one base cell to `budget` trials, one task of `executor` (default: this
     process) per trial, and exports it; returns the exported summary (None when the model has
@@ -228,7 +235,7 @@ def tune_cell(
     url = storage or default_storage(out)
     if "://" not in url:  # a journal file: the same file for workers in another working folder
         url = str(Path(url).resolve())
-    study = open_study(name, make_storage(url), seed=seed, pruner=pruner)
+    study = open_study(name, make_storage(url), seed=seed, pruner=pruner, warmup=warmup)
     for number in sweep_stale(study):
         print(f"study {name}: trial {number} lost its worker; failed and queued again", flush=True)
     if not study.get_trials(deepcopy=False):
@@ -242,19 +249,26 @@ def tune_cell(
         f"({executor.describe()}; {redact(url)})",
         flush=True,
     )
-    common = dict(cell=cell, space=space, storage_url=url, study_name=name, budget=budget, seed=seed, pruner=pruner, time_budget_s=time_budget_s, data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads)
+    common = dict(
+        cell=cell, space=space, storage_url=url, study_name=name, budget=budget, seed=seed, pruner=pruner, time_budget_s=time_budget_s, trial_epochs=trial_epochs, warmup=warmup,
+        data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads,
+    )
     while (remaining := places_to_run(study, budget)) > 0:  # again after trials lost to killed workers
         for _, trial in executor.map(run_trial, [common] * remaining):
             if trial and not quiet:
                 value = f"{trial['value']:.4f}" if trial["value"] is not None else trial["error"] or "-"
                 tqdm.write(f"  {name} trial {trial['number']:3d} {trial['state']:8s} {value}  {trial['params']}  ({trial['node']})")
         sweep_stale(study)
-    study = open_study(name, make_storage(url), seed=seed, pruner=pruner)
-    return export_study(study, out=out, budget=budget, cell=cell, space=space, origin=origin, storage=url, seed=seed, pruner=pruner, time_budget_s=time_budget_s, device=device)
+    study = open_study(name, make_storage(url), seed=seed, pruner=pruner, warmup=warmup)
+    return export_study(
+        study, out=out, budget=budget, cell=cell, space=space, origin=origin, storage=url, seed=seed, pruner=pruner, time_budget_s=time_budget_s, trial_epochs=trial_epochs, warmup=warmup,
+        device=device,
+    )
 
 
 def export_study(
-    study: optuna.Study, *, out, budget: int, cell: Cell, space: dict, origin: str, storage: str, seed: int, pruner: str, time_budget_s: float = 0.0, device="cpu"
+    study: optuna.Study, *, out, budget: int, cell: Cell, space: dict, origin: str, storage: str, seed: int, pruner: str, time_budget_s: float = 0.0, trial_epochs: int = 0, warmup: int = 0,
+    device="cpu",
 ) -> dict | None:
     """Writes OUT/tuning/<study>/trials.csv (every trial) and best.json (best of the budget)."""
     folder = best_params_path(Path(out) / "tuning", study.study_name).parent
@@ -282,8 +296,9 @@ def export_study(
         "space": {k: list(v) for k, v in space.items()},
         "space_origin": origin,
         "sampler": f"TPE, seeded per trial from [tune] seed {seed} and the trial number (each trial's sampler_seed)",
-        "pruner": f"{pruner} on validation {SELECTION_METRIC} per evaluation",
+        "pruner": f"{pruner} on validation {SELECTION_METRIC} per evaluation" + (f", from epoch {warmup}" if pruner == "median" and warmup else ""),
         "trial_time_budget_s": time_budget_s,
+        "trial_epochs": trial_epochs or cell.train_config["epochs"],
         "cell": cell.identity(),
         "environment": environment(device),
     }
@@ -296,7 +311,8 @@ def tune_suite(suite: Suite, *, out, storage: str | None = None, executor=None, 
     summaries = []
     for cell in tqdm(suite.tune_cells, desc=f"{suite.name} studies", unit="study", disable=not progress):
         summary = tune_cell(
-            cell, out=out, budget=t["trials"], seed=t["seed"], pruner=t["pruner"], time_budget_s=t["trial_time_budget_s"], storage=storage, executor=executor,
+            cell, out=out, budget=t["trials"], seed=t["seed"], pruner=t["pruner"], time_budget_s=t["trial_time_budget_s"], trial_epochs=t["trial_epochs"], warmup=t["prune_after_epochs"],
+            storage=storage, executor=executor,
             fixed=suite.fixed.get(cell.model, ()), data_dir=data_dir, device=device, threads=threads, quiet=not progress,
         )
         if summary:

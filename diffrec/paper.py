@@ -65,7 +65,6 @@ PAPER = {
 # the widths of the headline study, the MSE weight against the rounding term, and the item scale.
 SEARCH_SPACE = {
     **DIFFREC_SPACE,
-    "hidden": ("choice", [64, 128, 256]),  # all divisible by the 2 heads
     "mse_weight": ("choice", [0.1, 0.3, 1.0, 3.0]),
     "item_scale": ("choice", ["one", "sqrt_d"]),
 }

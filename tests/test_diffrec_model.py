@@ -218,7 +218,7 @@ def test_paper_form_is_the_same_model_with_the_paper_values():
     assert (cfg["transition"], cfg["rounding_bias"], cfg["tie_rounding"], cfg["ce_weight"], cfg["h0_ce_weight"]) == ("all", True, False, 0.0, 1.0)
     W, b = model.rounding_layer()
     assert b is not None and W is not model.item_emb.weight
-    assert cfg["schedule"] == "linear-continuous" and build_model("diffrec", {}, n_items=N_ITEMS, max_len=MAX_LEN)[1]["schedule"] == "linear"  # diffrec keeps what its records used
+    assert cfg["schedule"] == build_model("diffrec", {}, n_items=N_ITEMS, max_len=MAX_LEN)[1]["schedule"] == "linear-continuous"
     space, origin = search_space("diffrec-paper")
     assert origin == "the registry entry of diffrec-paper" and space["hidden"] == ("choice", [64, 128, 256]) and "item_scale" in space
     loss, _ = model.loss(batch())

@@ -95,7 +95,7 @@ def out_of(*argv: str) -> Path:
 
 
 def test_only_committed_suites_run_as_defined_write_into_results():
-    assert committed_suites() == ["full", "paper", "quick"]
+    assert committed_suites() == ["breadth", "full", "paper", "quick"]
     for suite in ("quick", "paper", "full"):
         assert out_of("--suite", suite) == RESULTS_DIR
     assert out_of("--suite", "smoke") == LOCAL_DIR / "smoke"
@@ -114,20 +114,28 @@ def test_commit_is_a_boolean_and_only_for_packaged_suites(tmp_path):
         resolve_suite(*load_suite_file(str(tmp_path / "mine.toml")))
 
 
-def test_an_override_run_of_a_committed_suite_keeps_its_committed_tuned_settings():
+def test_an_override_run_of_a_committed_suite_keeps_its_committed_tuned_settings(tmp_path, monkeypatch):
     """Tuned parameters come from OUT/tuning, else from the committed studies in results/tuning (their
     best.json; the Optuna storage is not committed): a paper cell rerun with overrides in runs-local/
     is the paper's cell."""
+    import benchmark.records
     from benchmark.cli import add_suite_arguments, suite_from_args
+    from benchmark.suite import best_params_path, tuning_study
 
+    committed = tmp_path / "results"
+    monkeypatch.setattr(benchmark.records, "RESULTS_DIR", committed)  # stands for results/ (read by tuning_dirs)
+    base = next(c for c in resolve_suite(*load_suite_file("paper")).tune_cells if (c.dataset, c.model) == ("beauty", "sasrec-ce"))
+    study = tuning_study("beauty", "sasrec-ce", base.key)
+    best_params_path(committed / "tuning", study).parent.mkdir(parents=True)
+    best_params_path(committed / "tuning", study).write_text(json.dumps({"params": {"dropout": 0.25}, "trials": 20, "trial_epochs": 40}))
     p = argparse.ArgumentParser()
     add_suite_arguments(p)
-    args = p.parse_args(["--suite", "paper", "--datasets", "beauty", "--models", "sasrec-ce", "--seeds", "0"])
+    args = p.parse_args(["--suite", "paper", "--datasets", "beauty", "toys", "--models", "sasrec-ce", "--seeds", "0"])
     suite = suite_from_args(args, p)
     assert Path(args.out) == LOCAL_DIR / "paper"
-    main = next(c for c in suite.cells if c.tag in ("default", "tuned"))
-    assert main.tag == "tuned" and main.tuning["study"] == "beauty__sasrec-ce__764b0600fa"
-    assert (RESULTS_DIR / "tuning" / main.tuning["study"] / "best.json").is_file()
+    main = {c.dataset: c for c in suite.cells if c.tag in ("default", "tuned")}
+    assert all(c.tag == "tuned" and c.tuning["study"] == study and c.model_config["dropout"] == 0.25 for c in main.values())
+    assert main["toys"].tuning["params_of"] == "beauty"  # the paper suite lends beauty's studies to toys and ml-1m
     assert "results/tuning/optuna.db" not in git(PROJECT_ROOT, "ls-files", "results/tuning")
 
 

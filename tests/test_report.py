@@ -270,6 +270,9 @@ def test_the_protocol_card_names_the_datasets_where_tuning_differs():
     # studies are per dataset: a model tuned on beauty and run with defaults on toys must say both
     assert report.tuning_per_dataset({"beauty": "8 trials (study s)", "toys": "defaults (untuned)"}) == "beauty 8 trials (study s), toys defaults (untuned)"
     assert report.tuning_per_dataset({"beauty": "defaults (untuned)", "toys": "defaults (untuned)"}) == "defaults (untuned)"
+    assert report.tuning_phrase({}) == "defaults (untuned)"
+    assert report.tuning_phrase({"study": "s", "trials": 8, "trial_time_budget_s": 60.0}) == "8 trials of at most 60 s (study s)"
+    assert report.tuning_phrase({"study": "s", "trials": 20, "trial_epochs": 40, "params_of": "beauty"}) == "beauty's 20 trials of at most 40 epochs (study s)"
 
 
 def test_natural_order_of_settings():

@@ -51,3 +51,28 @@ def test_user_slice_keeps_the_catalogue():
     ds = chain_dataset(users=50)
     split = leave_one_out(ds, users=10)
     assert split.n_users == 10 and split.n_items == ds.n_items
+
+
+def test_yelp_repeats_stay_in_the_history_and_a_repeated_target_is_never_masked():
+    """yelp is the only registered file whose sequences repeat items. The split is by position: the
+    last interaction is the test target even when the user met that item before, and the earlier
+    interaction stays in the history (and in training). The masked metric leaves out the distinct
+    history items other than the target: a model that scores exactly the history items 1 ranks a
+    repeated target first (masked) and every other target after all items but the history."""
+    import torch
+
+    from benchmark.metrics import ranks_unmasked_and_masked
+
+    ds = load_dataset("yelp")
+    split = leave_one_out(ds)
+    hist, targets = split.test.history, split.test.targets
+    scores = torch.zeros(len(targets), split.n_items + 1)
+    scores.scatter_(1, hist, 1.0)
+    scores[:, 0] = 0.0  # padding column (never ranked)
+    unmasked, masked = ranks_unmasked_and_masked(scores, targets, hist)
+    repeated = (hist == targets[:, None]).any(1)
+    distinct = torch.tensor([len(set(h[h > 0].tolist())) for h in hist])
+    assert 0 < int(repeated.sum()) < len(targets)  # some test targets repeat an earlier item, most do not
+    assert (unmasked[repeated] == distinct[repeated] - 1).all() and (masked[repeated] == 0).all()
+    rest = ~repeated
+    assert (unmasked[rest] == split.n_items - 1).all() and (masked[rest] == split.n_items - 1 - distinct[rest]).all()

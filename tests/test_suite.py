@@ -7,6 +7,7 @@ import pytest
 
 from benchmark import run
 from benchmark.config import ConfigError
+from benchmark.registry import MODELS
 from benchmark.suite import Cell, best_params_path, load_suite_file, resolve_suite, suite_names, tuning_study
 from tests.synthetic import chain_dataset, write_sequences
 
@@ -32,9 +33,19 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
     suite = resolve_suite(*load_suite_file("paper"))
     assert {c.dataset for c in suite.cells} == {"beauty", "toys", "ml-1m"}
     main = [c for c in suite.cells if c.tag == "default"]
-    assert {c.seed for c in main} == {0, 1, 2, 3, 4}
+    seeds = {m: {c.seed for c in main if c.model == m} for m in MODELS}
+    assert all(seeds[m] == {0, 1, 2, 3, 4} for m in ("sasrec-ce", "diffrec", "diffrec-paper", "diffurec"))
+    assert all(seeds[m] == {0, 1, 2} for m in MODELS if m not in ("sasrec-ce", "diffrec", "diffrec-paper", "diffurec"))
+    assert {c.seed for c in resolve_suite(*load_suite_file("paper"), seeds=[7]).cells} == {7}  # --seeds replaces them all
     tags = {c.tag for c in suite.cells if c.model == "diffrec"}
     assert {"noise=target,sampler=strided", "noise=sequence,sampler=strided"} <= tags and any(t.startswith("steps=") for t in tags)
+    # one stopping rule for every model, and one epoch budget per trial for every study
+    assert {(c.train_config["epochs"], c.train_config["min_epochs"], c.train_config["patience"], c.train_config["eval_every"]) for c in suite.cells} == {(300, 40, 10, 2)}
+    assert (suite.tune["trials"], suite.tune["trial_epochs"], suite.tune["trial_time_budget_s"]) == (20, 40, 0.0)
+    assert {c.model for c in suite.tune_cells} == {m for m in MODELS if m != "pop"}
+    # the noising ablation trains both points alike
+    noising = [c for c in suite.cells if c.tag.startswith("noise=")]
+    assert noising and all(c.inference == {} and c.model_config["sampler"] == "strided" for c in noising)
 
 
 @pytest.mark.parametrize(
@@ -53,7 +64,11 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
         ({"tune": {"pruner": "hyperband"}}, r"\[tune\]\.pruner: 'hyperband' is not one of"),
         ({"tune": {"trial_time_budget_s": -1}}, "trial_time_budget_s must be >= 0"),
         ({"tune": {"trial_time_budget_s": "long"}}, "trial_time_budget_s: 'long' is not a number"),
+        ({"tune": {"trial_epochs": -1}}, "trial_epochs and prune_after_epochs must be >= 0"),
+        ({"train": {"epochs": 10, "min_epochs": 20}}, "min_epochs must be from 0 to epochs"),
         ({"seeds": [0.5]}, "list of integers"),
+        ({"model_seeds": {"nosuch": [0]}}, r"\[model_seeds\] unknown model 'nosuch'"),
+        ({"model_seeds": {"sasrec-ce": []}}, "non-empty list of integers"),
         ({"ablation": [{"model": "nosuch", "points": [{"a": 1}]}]}, "ablation 1: unknown model 'nosuch'"),
         ({"ablation": [{"model": "sasrec-ce", "grid": {"nosuchkey": [1]}}]}, "unknown key 'nosuchkey' for model sasrec-ce"),
         ({"ablation": [{"model": "sasrec-ce", "grid": {"loss": ["hinge"]}}]}, "'hinge' is not one of"),
@@ -105,6 +120,14 @@ def test_sampler_points_score_the_base_training_and_share_it():
     assert sequence.model_config["sampler"] == "strided" and sequence.inference == {}
     with pytest.raises(ConfigError, match="noise='sequence' needs a sampler"):
         resolve_suite("t", {**BASE, "models": ["diffrec"], "ablation": [{"model": "diffrec", "points": [{"noise": "sequence"}]}]})
+    # retrain = true: every point trains, selects and scores with its own sampler (a symmetric comparison)
+    both = resolve_suite("t", {**BASE, "models": ["diffrec"], "ablation": [{"model": "diffrec", "retrain": True, "points": [{"noise": n, "sampler": "strided"} for n in ("target", "sequence")]}]})
+    cells = {c.tag: c for c in both.cells}
+    for tag in ("noise=target,sampler=strided", "noise=sequence,sampler=strided"):
+        assert cells[tag].model_config["sampler"] == "strided" and cells[tag].inference == {}
+    assert len({c.training_key for c in both.cells}) == 3
+    with pytest.raises(ConfigError, match="retrain must be true or false"):
+        resolve_suite("t", {**BASE, "models": ["diffrec"], "ablation": [{"model": "diffrec", "retrain": "yes", "points": [{"sampler": "strided"}]}]})
     # a model without inference keys retrains for every point
     sas = resolve_suite("t", {**BASE, "ablation": [{"model": "sasrec-ce", "points": [{"dropout": 0.1}]}]})
     assert len({c.training_key for c in sas.cells}) == 2 and all(c.inference == {} for c in sas.cells)
@@ -177,6 +200,33 @@ def test_tuned_params_come_from_the_exported_study(tmp_path):
     ablated = next(c for c in tuned.cells if c.tag == "layers=1")
     assert (ablated.model_config["dropout"], ablated.model_config["layers"]) == (0.45, 1)  # ablations start from the tuned config
     assert not tuned.untuned
+
+
+def test_breadth_suite_borrows_the_paper_suites_beauty_studies():
+    paper, breadth = (resolve_suite(*load_suite_file(name)) for name in ("paper", "breadth"))
+    studies = {tuning_study(c.dataset, c.model, c.key) for c in paper.tune_cells}
+    assert {c.dataset for c in breadth.cells} == {"sports", "yelp"} and {c.seed for c in breadth.cells} == {0}
+    raw = load_suite_file("breadth")[1]
+    borrowed = resolve_suite("breadth", {**raw, "datasets": ["beauty"]}).tune_cells
+    assert {tuning_study(c.dataset, c.model, c.key) for c in borrowed} >= studies
+
+
+def test_params_from_lends_a_studied_datasets_params_to_the_others(tmp_path):
+    raw = {**BASE, "datasets": ["beauty", "toys"], "params": "tuned", "params_from": "beauty"}
+    beauty = next(c for c in resolve_suite("t", raw, tuning_dir=tmp_path).tune_cells if c.dataset == "beauty")
+    path = best_params_path(tmp_path, tuning_study("beauty", "sasrec-ce", beauty.key))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"params": {"dropout": 0.45}, "trials": 20, "best_value": 0.5}))
+    suite = resolve_suite("t", raw, tuning_dir=tmp_path)
+    cells = {c.dataset: c for c in suite.cells}
+    assert not suite.untuned and all(c.tag == "tuned" and c.model_config["dropout"] == 0.45 for c in cells.values())
+    assert "params_of" not in cells["beauty"].tuning and cells["toys"].tuning["params_of"] == "beauty"
+    assert cells["toys"].tuning["study"] == cells["beauty"].tuning["study"]
+    without = resolve_suite("t", {k: v for k, v in raw.items() if k != "params_from"}, tuning_dir=tmp_path)
+    assert without.untuned == ("toys/sasrec-ce",)
+    for bad in ({"params_from": "nosuch"}, {"params": "defaults"}):
+        with pytest.raises(ConfigError, match="params_from"):
+            resolve_suite("t", {**raw, **bad})
 
 
 def test_cli_lists_and_rejects_bad_settings_before_training(capsys):

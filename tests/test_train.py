@@ -43,6 +43,21 @@ def test_early_stopping_uses_patience():
     assert fitted.epochs_run < 50 and fitted.stopped.startswith("patience")
 
 
+def test_no_early_stop_before_min_epochs():
+    """A run that gains nothing (lr ~ 0) stops after `patience` evaluations without min_epochs, and
+    at min_epochs with it: slow starters are not cut."""
+    split = leave_one_out(chain_dataset(users=60))
+    runs = {}
+    for min_epochs in (0, 7):
+        model, _ = build_model("sasrec-ce", {"hidden": 8}, n_items=split.n_items, max_len=split.max_len, seed=0)
+        fitted = fit(model, split, TrainConfig(epochs=50, eval_every=1, patience=2, min_epochs=min_epochs, lr=1e-12), seed=0, progress=False)
+        assert fitted.stopped.startswith("patience"), fitted.stopped
+        runs[min_epochs] = fitted.epochs_run
+    assert runs == {0: 3, 7: 7}
+    with pytest.raises(ValueError, match="min_epochs must be from 0 to epochs"):
+        TrainConfig(epochs=10, min_epochs=11)
+
+
 def test_evaluate_reports_masked_and_unmasked_from_the_same_scores():
     split = leave_one_out(chain_dataset(users=50))
     model, _ = build_model("sasrec-ce", {"hidden": 8}, n_items=split.n_items, max_len=split.max_len)

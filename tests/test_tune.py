@@ -125,6 +125,16 @@ def test_a_trial_time_budget_stops_every_trial_and_is_exported(tmp_path, base_ce
     assert trial.user_attrs["epochs_run"] == 3 and unlimited["trial_time_budget_s"] == 0
 
 
+def test_trials_stop_at_the_epoch_cap_and_the_pruner_waits_for_its_warmup(tmp_path, base_cell):
+    cell = dataclasses.replace(base_cell, train_config={**base_cell.train_config, "epochs": 5, "min_epochs": 5})
+    summary = tune.tune_cell(cell, out=tmp_path, budget=2, seed=0, trial_epochs=3, warmup=2, quiet=True)
+    study = optuna.load_study(study_name=summary["study"], storage=tune.make_storage(tune.default_storage(tmp_path)))
+    for trial in study.get_trials():
+        assert trial.user_attrs["epochs_run"] == 3 and trial.user_attrs["stopped"] == "epoch budget"
+    assert summary["trial_epochs"] == 3 and summary["pruner"].endswith("from epoch 2")
+    assert tune.open_study(summary["study"], study._storage, seed=0, pruner="median", warmup=2).pruner._n_warmup_steps == 2
+
+
 def test_every_trainable_model_has_its_own_search_space_with_its_defaults_inside():
     from benchmark.registry import MODELS
 
