@@ -26,6 +26,7 @@ correction over all comparisons of one table, alpha 0.05.
 from __future__ import annotations
 
 import argparse
+import glob
 import re
 import shutil
 import sys
@@ -469,6 +470,13 @@ def readme(summaries: list[dict], out: Path) -> str:
         lines += [f"## Discussion (hand-written: [{DISCUSSION}]({DISCUSSION}))", "", discussion.read_text().strip(), ""]
     for s in summaries:
         lines += [f"## Suite `{s['suite']}`", "", f"{s['records']} run records. Tables: " + ", ".join(f"[{p.name}]({p.relative_to(out).as_posix()})" for p in s["tables"]), ""]
+        if s["suite"].endswith(SUPERSEDED):
+            lines += [
+                f"These records were made under an earlier definition of the suite `{s['suite'].removesuffix(SUPERSEDED)}` (its stopping rule, tuning "
+                "budget or defaults changed since), so they are not its cells now; each record's protocol card says what it ran under. "
+                "They are kept as evidence, never mixed with the current cells.",
+                "",
+            ]
         for section in s["main"]:
             lines += [section.replace("## ", "### ", 1), ""]
         pngs = sorted((out / "figures" / s["suite"]).glob("*.png"))
@@ -477,6 +485,8 @@ def readme(summaries: list[dict], out: Path) -> str:
             for p in pngs:
                 rel = p.relative_to(out).as_posix()
                 lines += [f"- [{p.stem}]({rel}) ([pdf]({rel[:-4]}.pdf))", "", f"  ![{p.stem}]({rel})", ""]
+        if s["suite"].endswith(SUPERSEDED):
+            continue
         if s["missing"] is None:
             lines += ["Missing cells: unknown (not a packaged suite, or it cannot be resolved here).", ""]
         elif s["missing"]:
@@ -558,6 +568,38 @@ def write_pdf(summary: dict, out: Path) -> Path:
     return path
 
 
+def clear_outputs(suite: str, out: Path, pdf: bool) -> None:
+    """Removes what an earlier report generated for `suite` (its figures, tables/<suite>.md|.tex and
+    tables/<suite>_*; its PDF when a new one is made), so that nothing stale stays beside the new
+    output when a suite's tables or figures are no longer drawn."""
+    tables = out / "tables"
+    stale = [*(out / "figures" / suite).glob("*"), *tables.glob(f"{glob.escape(suite)}_*"), tables / f"{suite}.md", tables / f"{suite}.tex"] + ([tables / f"{suite}.pdf"] if pdf else [])
+    for path in stale:
+        if path.is_file():
+            path.unlink()
+
+
+SUPERSEDED = "-superseded"  # the report's name for a packaged suite's records that are no longer its cells
+
+
+def with_superseded(records: list[dict], found: list[str], out: Path) -> tuple[list[dict], list[str]]:
+    """A packaged suite's records whose cells it no longer holds (its protocol changed since) are
+    reported apart, as suite "<name>-superseded", after the suite itself: they stay evidence of what
+    was measured, and never mix with the current protocol's cells. -> (records with relabelled
+    copies appended, suites to report)."""
+    extra, names = [], []
+    for suite in found:
+        defined = resolved_cells(suite, out)
+        if defined is None:
+            continue
+        keys = {c.key for c in defined}
+        old = [{**r, "suite": suite + SUPERSEDED} for r in records if r.get("suite") == suite and r["key"] not in keys]
+        if old:
+            extra += old
+            names.append(suite + SUPERSEDED)
+    return records + extra, found + names
+
+
 def write_report(out: str | Path, suites: list[str] | None = None, *, pdf: bool = False) -> list[Path]:
     """Tables and figures of `suites` (default: every suite with records) and OUT/README.md; with
     `pdf`, each of those suites' tables and figures in one PDF too (needs pdflatex; LatexError)."""
@@ -571,6 +613,10 @@ def write_report(out: str | Path, suites: list[str] | None = None, *, pdf: bool 
         if left_out:
             print(f"{out}: records of suites that are not committed ({', '.join(left_out)}) are left out of the report; move them to runs-local/", file=sys.stderr)
         found = [s for s in found if s not in left_out]
+    records, found = with_superseded(records, found, out)
+    for s in found:
+        if suites is None or s in suites:
+            clear_outputs(s, out, pdf)
     # The README covers every suite with records; suites not asked for keep their figures as they are.
     summaries = [suite_report(s, records, out, draw=suites is None or s in suites) for s in found]
     paths = [p for s in summaries if suites is None or s["suite"] in suites for p in s["tables"] + s["figures"] if p != out / "tables" / f"{s['suite']}.pdf"]

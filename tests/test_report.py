@@ -264,6 +264,23 @@ def test_a_record_counts_for_every_suite_that_holds_its_cell(tmp_path):
     assert f"- {other.dataset} / {other.model} / {other.tag}: seed {other.seed}\n" in missing
     quick = readme[readme.index("## Suite `quick`") :]
     assert quick.startswith("## Suite `quick`\n\n0 run records")  # it wrote the record, but holds no such cell
+    # a record whose cell the suite no longer holds is reported apart, as evidence of the old protocol
+    superseded = readme[readme.index("## Suite `smoke-superseded`") :]
+    assert superseded.startswith("## Suite `smoke-superseded`\n\n1 run records") and "earlier definition of the suite `smoke`" in superseded
+    assert "old__config" not in smoke[: smoke.index("## Suite", 3)] and (tmp_path / "tables" / "smoke-superseded.md").is_file()
+
+
+def test_a_new_report_leaves_no_stale_output_of_a_suite(results):
+    out = results
+    report.write_report(out)
+    stale = [out / "figures" / "demo" / "gone.png", out / "tables" / "demo_gone.md"]
+    for path in stale:
+        path.write_text("from an earlier report")
+    kept = out / "tables" / "demo.pdf"
+    kept.write_text("an earlier PDF")
+    report.write_report(out)
+    assert not any(p.exists() for p in stale) and (out / "tables" / "demo.md").is_file()
+    assert kept.read_text() == "an earlier PDF"  # a report without --pdf keeps the PDF
 
 
 def test_the_protocol_card_names_the_datasets_where_tuning_differs():
