@@ -189,7 +189,7 @@ def fit(
     """Trains `model` with early stopping and leaves the best validation checkpoint loaded.
 
     `on_eval(epoch, valid_ndcg10)` is called after each evaluation (tuning prunes through it; it
-    may raise to stop the run).
+    may raise to stop the run); a resumed run first calls it for each evaluation it restored.
 
     With `snapshot` (a file path), the whole training state (parameters, optimizers, the best
     checkpoint, early-stopping counters, random generators) is written there atomically after every
@@ -213,6 +213,8 @@ def fit(
         if state.get("tag") == tag:
             result, best, best_state, evals_without_gain = _restore(state, model, optimizers, rng, device)
             result.resumed_at.append(result.epochs_run)
+            for point in result.curve if on_eval is not None else []:
+                on_eval(point["epoch"], point["valid"][SELECTION_METRIC])
     epochs = range(0) if result.stopped else range(result.epochs_run + 1, cfg.epochs + 1)  # a resumed run may be over
     bar = tqdm(epochs, desc="epochs", leave=False, disable=not progress)
     start = time.perf_counter() - result.train_seconds  # a resumed run counts the time already spent

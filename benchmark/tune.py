@@ -20,7 +20,11 @@ tasks on the same cluster as the suite's trainings). Every study gets:
   run stops there and keeps its best evaluation. Equal seconds are not equal epochs: a model with
   slower epochs is judged earlier in its training (on the H200, 60 s gave DiffRec and ContrastVAE
   4-6 beauty epochs, SASRec 10-11), which favours fast-converging configurations;
-- objective: the best validation NDCG@10 (unmasked) of the run. Tuning never reads the test set.
+- objective: the best validation NDCG@10 (unmasked) of the run. Tuning never reads the test set;
+- a snapshot of each running trial's training (`OUT/snapshots/tuning/<study>/trial-<n>.pt`, as
+  `benchmark.run` keeps for cells), so a trial whose worker was killed, queued again, resumes from
+  its last evaluation (and reports its earlier evaluations to the pruner again) instead of starting
+  over; the snapshot is deleted when the trial ends.
 
 Search spaces live beside each model's config: a `SEARCH_SPACE` dict in the model's module (or,
 for a variant with a space of its own such as `diffrec-paper`, the registry entry's `search_space`),
@@ -52,7 +56,7 @@ from benchmark.cli import add_suite_arguments, check_arguments, check_committed_
 from benchmark.config import ConfigError, build_config
 from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
 from benchmark.metrics import SELECTION_METRIC
-from benchmark.records import atomic_path, environment, write_json_atomic
+from benchmark.records import atomic_path, code_digest, environment, write_json_atomic
 from benchmark.registry import build_model, model_spec
 from benchmark.studies import FINISHED, alive, counted_trials, default_storage, make_storage, open_study, places_to_run, redact, reserved, sweep_stale, within_budget
 from benchmark.suite import Cell, Suite, best_params_path, split_setting, tuning_study
@@ -126,8 +130,8 @@ def default_params(cell: Cell, space: dict) -> tuple[dict, list[str]]:
 class Objective:
     """Trains one configuration of a cell; returns its best validation NDCG@10."""
 
-    def __init__(self, cell: Cell, space: dict, *, data_dir=None, device="cpu", time_budget_s: float = 0.0, epochs: int = 0):
-        self.cell, self.space, self.device = cell, space, device
+    def __init__(self, cell: Cell, space: dict, *, data_dir=None, device="cpu", time_budget_s: float = 0.0, epochs: int = 0, snapshots: Path | None = None):
+        self.cell, self.space, self.device, self.snapshots = cell, space, device, snapshots
         self.train_config = dict(cell.train_config)
         if epochs:  # the trial cap, or the cell's own where that is smaller
             self.train_config["epochs"] = min(epochs, cell.train_config["epochs"])
@@ -136,8 +140,18 @@ class Objective:
             self.train_config["time_budget_s"] = min(time_budget_s, cell.train_config["time_budget_s"] or time_budget_s)
         _, self.split, self.max_len = load_data(cell, data_dir)  # the split's test part is never read
 
+    def snapshot(self, trial: optuna.Trial, params: dict) -> tuple[Path | None, dict]:
+        """Where the trial's training keeps its state, and the tag that must match to resume it: a
+        retried trial continues the snapshot of the trial it retries (same study, parameters, code)."""
+        if self.snapshots is None:
+            return None, {}
+        first = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial", trial.number)
+        tag = {"study": trial.study.study_name, "trial": first, "params": params, "train_config": self.train_config, "code": code_digest(), "device": str(self.device)}
+        return Path(self.snapshots) / f"trial-{first}.pt", tag
+
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.space)
+        snapshot, tag = self.snapshot(trial, params)
         try:
             m_part, t_part = split_setting(params, self.cell.model, f"trial {trial.number}")
             tcfg = build_config(TrainConfig, {**self.train_config, **t_part}, where=f"trial {trial.number} train")
@@ -148,10 +162,17 @@ class Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"validation {SELECTION_METRIC} {score:.4f} at epoch {epoch}")
 
-            fitted = fit(model, self.split, tcfg, seed=self.cell.seed, device=self.device, progress=False, on_eval=on_eval)
+            if snapshot is not None:
+                snapshot.parent.mkdir(parents=True, exist_ok=True)
+            fitted = fit(model, self.split, tcfg, seed=self.cell.seed, device=self.device, progress=False, on_eval=on_eval, snapshot=snapshot, snapshot_tag=tag)
         except CAUGHT as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
+        finally:  # ended, pruned or failed (a killed worker leaves it for the retry)
+            if snapshot is not None:
+                snapshot.unlink(missing_ok=True)
+        if fitted.resumed_at:
+            trial.set_user_attr("resumed_at_epochs", fitted.resumed_at)
         scores = [point["valid"][SELECTION_METRIC] for point in fitted.curve]
         trial.set_user_attr("worker_pid", os.getpid())
         trial.set_user_attr("best_epoch", fitted.best_epoch)
@@ -179,7 +200,7 @@ def sampler_seed(seed: int, number: int) -> int:
 
 def run_trial(
     *, cell: Cell, space: dict, storage_url: str, study_name: str, budget: int, seed: int, pruner: str, time_budget_s: float = 0.0, trial_epochs: int = 0, warmup: int = 0, data_dir=None,
-    device="cpu", threads=0,
+    device="cpu", threads=0, snapshots: str | None = None,
 ) -> dict | None:
     """Runs one trial of a study, the unit of work of an executor: fails the trials of gone workers
     (queued again), takes the next trial (a queued one first) unless the budget is full, and trains
@@ -190,9 +211,9 @@ def run_trial(
     sweep_stale(study)
     if places_to_run(study, budget) <= 0:
         return None
-    key = repr((cell, space, data_dir, device, time_budget_s, trial_epochs))
+    key = repr((cell, space, data_dir, device, time_budget_s, trial_epochs, snapshots))
     if key not in OBJECTIVES:
-        OBJECTIVES[key] = Objective(cell, space, data_dir=data_dir, device=device, time_budget_s=time_budget_s, epochs=trial_epochs)
+        OBJECTIVES[key] = Objective(cell, space, data_dir=data_dir, device=device, time_budget_s=time_budget_s, epochs=trial_epochs, snapshots=snapshots and Path(snapshots))
     taken = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -251,7 +272,7 @@ def tune_cell(
     )
     common = dict(
         cell=cell, space=space, storage_url=url, study_name=name, budget=budget, seed=seed, pruner=pruner, time_budget_s=time_budget_s, trial_epochs=trial_epochs, warmup=warmup,
-        data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads,
+        data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads, snapshots=str((Path(out) / "snapshots" / "tuning" / name).resolve()),
     )
     while (remaining := places_to_run(study, budget)) > 0:  # again after trials lost to killed workers
         for _, trial in executor.map(run_trial, [common] * remaining):

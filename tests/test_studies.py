@@ -78,12 +78,12 @@ def two_workers_share_a_study(tmp_path: Path, storage: str) -> None:
 
 
 def a_killed_worker_is_retried(tmp_path: Path, storage: str) -> None:
-    victim, other = (start_tune(tmp_path, storage, trials=4, epochs=8) for _ in range(2))
+    victim, other = (start_tune(tmp_path, storage, trials=4, epochs=30) for _ in range(2))
     deadline = time.time() + 120
-    while time.time() < deadline:  # the victim's first trial, running
+    while time.time() < deadline:  # the victim's first trial, running, evaluated at least twice
         time.sleep(0.05)
         try:
-            running = [t for t in the_study(storage).get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("pid") == victim.pid]
+            running = [t for t in the_study(storage).get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("pid") == victim.pid and len(t.intermediate_values) >= 2]
         except (ValueError, KeyError):  # the study is not created yet
             continue
         if running:
@@ -99,6 +99,10 @@ def a_killed_worker_is_retried(tmp_path: Path, storage: str) -> None:
     assert dead.state == TrialState.FAIL and dead.user_attrs.get("failed") == "worker gone"
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
     assert studies.counts(retry) and dead.params.items() <= retry.params.items()  # what it had suggested before the kill
+    # the retry went on from the killed training's last snapshot (written before each evaluation is reported)
+    assert retry.user_attrs["resumed_at_epochs"][0] >= max(running[0].intermediate_values)
+    assert set(retry.intermediate_values) == set(range(1, retry.user_attrs["epochs_run"] + 1))  # earlier evaluations reported again
+    assert not [p for p in (tmp_path / "out" / "snapshots").rglob("*") if p.is_file()]  # every trial's snapshot deleted at its end
 
 
 def test_two_tune_processes_share_a_fresh_journal_file(tmp_path):
