@@ -78,9 +78,13 @@ def targets(df: pd.DataFrame, recbole: dict | None = None) -> list[str]:
             rb = recbole["eval_s"]
             line += f"; speed-up {rb / r['min_s']:.2f}x over RecBole's {rb:.1f} s ({recbole['source']}) (target >= 3x: {'met' if r['min_s'] * 3 <= rb else 'MISSED'})"
         lines.append(line)
-    for _, r in df[df["kind"] == "test_training_throughput"].iterrows():
+    training = df[df["kind"] == "test_training_throughput"]
+    ce_epoch = training.loc[training.model == "sasrec-ce", "epoch_s (extrapolated)"]
+    for _, r in training.iterrows():
         epoch = r["epoch_s (extrapolated)"]
-        line = f"- training {r['model']}: {r['seq/s']:.0f} sequences/s, {r['targets/s']:.0f} targets/s, epoch ~{epoch:.0f} s (extrapolated)"
+        line = f"- training {r['model']}: {r['seq/s']:.0f} sequences/s, {r['targets/s']:.0f} targets/s, epoch ~{epoch:.1f} s (extrapolated)"
+        if r["model"] != "sasrec-ce" and len(ce_epoch):
+            line += f"; {epoch / ce_epoch.iloc[0]:.2f}x SASRec-CE's epoch"
         if r["model"] == "sasrec-ce" and recbole:
             rb = recbole["epoch_s"]
             line += f"; speed-up {rb / epoch:.2f}x over RecBole's {rb:.0f} s ({recbole['source']}) (target >= 3x: {'met' if epoch * 3 <= rb else 'MISSED'})"

@@ -1,4 +1,5 @@
-"""Training throughput: sequences per second of sasrec-ce and diffrec on beauty, batch 256.
+"""Training throughput: sequences per second of sasrec-ce, sasrec-ss (256 sampled negatives) and
+diffrec on beauty, batch 256.
 
 One round times a fixed sample of the batches of one epoch (every k-th batch of the epoch's
 batches sorted by width, so short and long batches are represented as in a whole epoch), each a
@@ -25,7 +26,7 @@ def epoch_sample(split, batch_size: int, k: int) -> tuple[list, int]:
     return [batches[i].to(DEVICE) for i in picks], len(batches)
 
 
-@pytest.mark.parametrize("name", ("sasrec-ce", "diffrec"))
+@pytest.mark.parametrize("name", ("sasrec-ce", "sasrec-ss", "diffrec"))
 def test_training_throughput(bench, split, size, enabled, name):
     model, _ = build_model(name, size.model({}), n_items=split.n_items, max_len=split.max_len)
     model.to(DEVICE).train()
