@@ -12,9 +12,9 @@ Keys of a suite file (every key is optional except datasets and models):
     params = "defaults" | "tuned"           # tuned: best trial of the (dataset, model) study when
                                             # one was exported to OUT/tuning/ (else results/tuning/),
                                             # else the defaults
-    params_from = "beauty"                  # tuned: a dataset without a study of its own takes the
-                                            # best trial of this registered dataset's study (its
-                                            # cells' `tuning` says so)
+    params_from = "beauty"                  # tuned: the other datasets take the best trial of this
+                                            # registered dataset's study (their cells' `tuning` says
+                                            # so); only it is tuned
     [data]   users = 300, max_len = 50      # data options for every dataset (users: first N only), >= 1
     [train]  epochs = 2, ...                # TrainConfig overrides for every model
     [model.all]   hidden = 16               # applied to every model whose config has the key
@@ -554,7 +554,7 @@ def resolve_suite(
         if d not in DATASETS and d not in refs:
             raise ConfigError(f"{where}: [tune] unknown dataset {d!r} (known: {', '.join(DATASETS)})")
     tune_models = [m for m in tune["models"] or chosen if m in chosen]
-    tune_datasets = [d for d in tune["datasets"] or refs if d in refs]
+    tune_datasets = [d for d in tune["datasets"] or refs if d in refs and params_from in (None, d)]  # with params_from, only it is tuned
     tune_cells = tuple(Cell(d, m, tune["seed"], *bases[m], data_opts, "tune", refs[d]) for m in tune_models for d in tune_datasets)
     fixed = {}
     for m in everyone:

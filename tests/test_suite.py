@@ -222,6 +222,8 @@ def test_params_from_lends_a_studied_datasets_params_to_the_others(tmp_path):
     assert not suite.untuned and all(c.tag == "tuned" and c.model_config["dropout"] == 0.45 for c in cells.values())
     assert "params_of" not in cells["beauty"].tuning and cells["toys"].tuning["params_of"] == "beauty"
     assert cells["toys"].tuning["study"] == cells["beauty"].tuning["study"]
+    assert [c.dataset for c in suite.tune_cells] == ["beauty"]  # only the lending dataset is tuned
+    assert resolve_suite("t", {**raw, "datasets": ["toys"]}).tune_cells == ()
     without = resolve_suite("t", {k: v for k, v in raw.items() if k != "params_from"}, tuning_dir=tmp_path)
     assert without.untuned == ("toys/sasrec-ce",)
     for bad in ({"params_from": "nosuch"}, {"params": "defaults"}):
