@@ -1,4 +1,4 @@
-"""Runs a suite: `python -m benchmark.run --suite smoke|quick|paper|full [options]`.
+"""Runs a suite: `python -m benchmark.run --suite smoke|quick|paper|breadth|full [options]`.
 
 Each cell (dataset x model x seed x setting) trains with early stopping on validation NDCG@10,
 is tested once, and writes one JSON record `OUT/runs/<cell key>.json` atomically. Cells whose
