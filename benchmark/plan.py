@@ -2,8 +2,9 @@
 `python -m benchmark.run --suite NAME --plan [--json]`.
 
 The work still to run is the cells without a record (`benchmark.run.is_done`), split into main and
-ablation cells, and the tuning trials its studies still lack (of a study's budget, the trials the
-journal `OUT/tuning/optuna.journal` counts, else those of its exported best.json). The estimate
+ablation cells, and, for a suite with tuned parameters, the tuning trials its studies still lack
+(of a study's budget, the trials the journal `OUT/tuning/optuna.journal` counts, else those of its
+exported best.json). The estimate
 comes from the finished records in OUT/runs of the same (dataset, model) on the same device kind
 (a device name starting with "cpu" is a CPU, any other a GPU), each kind kept apart:
 - a training costs the median seconds per epoch times the median epochs run of those records, or
@@ -176,7 +177,7 @@ def suite_plan(suite: Suite, out: Path) -> list[Row]:
     checkpoints = {p.stem for p in (out / "checkpoints").glob("*.pt")}
     budget = suite.tune.get("trials", 0)
     trials_left = {}
-    for c in suite.tune_cells:
+    for c in suite.tune_cells if suite.params == "tuned" else ():  # a suite of defaults uses no study
         trials_left[c.dataset, c.model] = max(0, budget - trials_done(out, tuning_study(c.dataset, c.model, c.key)))
     return plan_rows(suite, pending, trials_left, checkpoints, profiles(load_records(out)), suite.tune.get("trial_time_budget_s", 0.0), suite.tune.get("trial_epochs", 0))
 

@@ -197,6 +197,7 @@ class Suite:
     tune_cells: tuple[Cell, ...] = field(default_factory=tuple)  # one base cell per study
     untuned: tuple[str, ...] = field(default_factory=tuple)  # "dataset/model" that wanted tuned params but had no study
     fixed: dict = field(default_factory=dict)  # model -> keys the suite sets explicitly (tuning leaves them alone)
+    params: str = "defaults"  # "tuned": its cells take their studies' best trials
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,7 +562,7 @@ def resolve_suite(
         fields = {f.name for f in dataclasses.fields(model_spec(m).config)}
         explicit = [k for k in shared if k in fields] + list(model_opts.get(m, {}))
         fixed[m] = tuple(dict.fromkeys(explicit + [f"train.{k}" for k in {**train_opts, **train_model_opts.get(m, {})}]))
-    return Suite(name, raw.get("description", ""), tuple(cells.values()), tune, tune_cells, tuple(dict.fromkeys(untuned)), fixed)
+    return Suite(name, raw.get("description", ""), tuple(cells.values()), tune, tune_cells, tuple(dict.fromkeys(untuned)), fixed, params_mode)
 
 
 def _resolve_tune(opts: dict, where: str) -> dict:

@@ -113,3 +113,11 @@ def test_plan_of_a_committed_suite_neither_refuses_a_dirty_tree_nor_writes(monke
     monkeypatch.setattr("benchmark.cli.uncommitted_code", lambda entry: ["benchmark/train.py"])  # a run into results/ would refuse
     assert run.main(["--suite", "quick", "--no-progress", "--plan", "--json"]) == 0  # into results/, as defined
     assert json.loads(capsys.readouterr().out)["suite"] == "quick"
+
+
+def test_a_suite_of_defaults_plans_no_trials(tmp_path, capsys):
+    """quick runs every model at its defaults: its plan counts no studies, even though
+    `benchmark.tune --suite quick` could run some."""
+    assert run.main(["--suite", "quick", "--out", str(tmp_path), "--no-progress", "--plan", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["rows"] and plan["totals"]["trials"] == 0 and plan["totals"]["main"] > 0
