@@ -435,8 +435,6 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
         summary["figures"] = fig.figure_steps(sampler_points(frame), figures) + fig.figure_noise(noise_points(frame), figures) + fig.figure_cost(cost_points(frame), figures)
         if not main.empty:
             summary["figures"] += fig.figure_curves(main, records, figures) + fig.figure_diagnostics(main, records, figures)
-        for stale in (p for p in (figures.iterdir() if figures.is_dir() else []) if p.suffix in (".png", ".pdf") and p not in summary["figures"]):
-            stale.unlink()  # a figure these records no longer draw (a panel left out) must not stay linked
     if (tables / f"{suite}.pdf").exists():  # written by --pdf only; linked while it exists
         summary["tables"].append(tables / f"{suite}.pdf")
     summary["missing"] = missing_cells(defined, {records[i]["key"] for i in frame.i})
@@ -568,14 +566,14 @@ def write_pdf(summary: dict, out: Path) -> Path:
     return path
 
 
-def clear_outputs(suite: str, out: Path, pdf: bool) -> None:
-    """Removes what an earlier report generated for `suite` (its figures, tables/<suite>.md|.tex and
-    tables/<suite>_*; its PDF when a new one is made), so that nothing stale stays beside the new
-    output when a suite's tables or figures are no longer drawn."""
+def remove_stale(suite: str, out: Path, *, keep: set[Path], pdf: bool) -> None:
+    """After a report succeeded: removes what an earlier one generated for `suite` and this one did
+    not write (figures/<suite>/*, tables/<suite>.md|.tex, tables/<suite>_*; its PDF when PDFs were
+    made), so nothing stale stays beside the new output. A report that fails removes nothing."""
     tables = out / "tables"
-    stale = [*(out / "figures" / suite).glob("*"), *tables.glob(f"{glob.escape(suite)}_*"), tables / f"{suite}.md", tables / f"{suite}.tex"] + ([tables / f"{suite}.pdf"] if pdf else [])
-    for path in stale:
-        if path.is_file():
+    candidates = [*(out / "figures" / suite).glob("*"), *tables.glob(f"{glob.escape(suite)}_*"), tables / f"{suite}.md", tables / f"{suite}.tex"] + ([tables / f"{suite}.pdf"] if pdf else [])
+    for path in candidates:
+        if path.is_file() and path not in keep:
             path.unlink()
 
 
@@ -614,14 +612,14 @@ def write_report(out: str | Path, suites: list[str] | None = None, *, pdf: bool 
             print(f"{out}: records of suites that are not committed ({', '.join(left_out)}) are left out of the report; move them to runs-local/", file=sys.stderr)
         found = [s for s in found if s not in left_out]
     records, found = with_superseded(records, found, out)
-    for s in found:
-        if suites is None or s in suites:
-            clear_outputs(s, out, pdf)
+    drawn = [s for s in found if suites is None or s in suites]
     # The README covers every suite with records; suites not asked for keep their figures as they are.
-    summaries = [suite_report(s, records, out, draw=suites is None or s in suites) for s in found]
-    paths = [p for s in summaries if suites is None or s["suite"] in suites for p in s["tables"] + s["figures"] if p != out / "tables" / f"{s['suite']}.pdf"]
+    summaries = [suite_report(s, records, out, draw=s in drawn) for s in found]
+    paths = [p for s in summaries if s["suite"] in drawn for p in s["tables"] + s["figures"] if p != out / "tables" / f"{s['suite']}.pdf"]
     if pdf:
-        paths += [write_pdf(s, out) for s in summaries if (suites is None or s["suite"] in suites) and s["tex"]]
+        paths += [write_pdf(s, out) for s in summaries if s["suite"] in drawn and s["tex"]]
+    for s in drawn:  # before the README, which links the figures it finds
+        remove_stale(s, out, keep=set(paths), pdf=pdf)
     paths.append(write_text(out / "README.md", readme(summaries, out)))
     return paths
 

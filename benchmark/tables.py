@@ -289,37 +289,60 @@ def tex_header(models: list[str], extra: list[str], first: str = "") -> list[str
     return [" & ".join(spans) + r" \\", "".join(rules), " & ".join(["Metric"] + [tex_model(m) for m in models] + extra) + r" \\"]
 
 
-def tex_table(body: list[str], columns: str, caption: str, label: str) -> str:
+PANEL_MODELS = 7  # model columns per panel of a LaTeX table: more do not fit a one-column page at footnotesize
+
+
+def panels(models: list[str]) -> list[list[str]]:
+    """The model columns in panels of at most PANEL_MODELS, a family never split, stacked in one
+    table (every registered model side by side would be 110 pt too wide for a one-column page)."""
+    out: list[list[str]] = [[]]
+    for _, ms in column_groups(models):
+        if out[-1] and len(out[-1]) + len(ms) > PANEL_MODELS:
+            out.append([])
+        out[-1] += ms
+    return out
+
+
+def tex_table(parts: list[tuple[list[str], str]], caption: str, label: str) -> str:
+    """A full-width table of one or more tabular panels [(body rows, column spec)], stacked."""
+    tabulars = [["\n" * (i > 0) + r"\medskip" * (i > 0), rf"\begin{{tabular}}{{{columns}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}"] for i, (body, columns) in enumerate(parts)]
     return "\n".join(
-        [r"\begin{table*}[tbp]", r"\centering", r"\benchtablesize", r"\setlength{\tabcolsep}{3pt}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\smallskip",
-         rf"\begin{{tabular}}{{{columns}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
+        [r"\begin{table*}[tbp]", r"\centering", r"\benchtablesize", r"\setlength{\tabcolsep}{3pt}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\smallskip"]
+        + [line for t in tabulars for line in t if line]
+        + [r"\end{table*}"]
     )
 
 
 def latex_means(bs: list[Block], caption: str, label: str) -> str:
     models, subs = table_models(bs), subjects(bs)
     extra = [r"Improv." if s == SUBJECT else rf"Improv.\ {latex_escape(s)}" for s in subs]
-    width = 1 + len(models) + len(extra)
-    body = tex_header(models, extra)
-    for b in bs:
-        body += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(b.dataset)}}} ({latex_escape(seed_note(b))})}} \\"]
-        for metric in TABLE_METRICS:
-            body.append(" & ".join([latex_escape(metric)] + means_row(b, metric, models, subs, tex_marked, "--")) + r" \\")
-    return tex_table(body, "l" + "r" * (len(models) + len(extra)), caption, label)
+    groups, parts = panels(models), []
+    for i, ms in enumerate(groups):
+        last = i == len(groups) - 1  # the Improv. columns close the last panel
+        ex, ss = (extra, subs) if last else ([], [])
+        body = tex_header(ms, ex)
+        for b in bs:
+            body += [r"\midrule", rf"\multicolumn{{{1 + len(ms) + len(ex)}}}{{l}}{{\textit{{{latex_escape(b.dataset)}}} ({latex_escape(seed_note(b))})}} \\"]
+            for metric in TABLE_METRICS:
+                body.append(" & ".join([latex_escape(metric)] + means_row(b, metric, ms, ss, tex_marked, "--")) + r" \\")
+        parts.append((body, "l" + "r" * (len(ms) + len(ex))))
+    return tex_table(parts, caption, label)
 
 
 def latex_stds(bs: list[Block], caption: str, label: str) -> str:
-    models = table_models(bs)
-    body = tex_header(models, [])
-    for b in bs:
-        body += [r"\midrule", rf"\multicolumn{{{1 + len(models)}}}{{l}}{{\textit{{{latex_escape(b.dataset)}}}}} \\"]
-        for metric in TABLE_METRICS:
-            row = [latex_escape(metric)]
-            for m in models:
-                cell = b.cells.get((m, metric))
-                row.append("--" if cell is None or cell.seeds < 2 else tex_marked(number(cell.std), dirty=cell.dirty))
-            body.append(" & ".join(row) + r" \\")
-    return tex_table(body, "l" + "r" * len(models), caption, label)
+    parts = []
+    for ms in panels(table_models(bs)):
+        body = tex_header(ms, [])
+        for b in bs:
+            body += [r"\midrule", rf"\multicolumn{{{1 + len(ms)}}}{{l}}{{\textit{{{latex_escape(b.dataset)}}}}} \\"]
+            for metric in TABLE_METRICS:
+                row = [latex_escape(metric)]
+                for m in ms:
+                    cell = b.cells.get((m, metric))
+                    row.append("--" if cell is None or cell.seeds < 2 else tex_marked(number(cell.std), dirty=cell.dirty))
+                body.append(" & ".join(row) + r" \\")
+        parts.append((body, "l" + "r" * len(ms)))
+    return tex_table(parts, caption, label)
 
 
 def latex_cost(cost: pd.DataFrame, caption: str, label: str) -> str:
@@ -341,7 +364,7 @@ def latex_cost(cost: pd.DataFrame, caption: str, label: str) -> str:
             else:
                 row += ["--"] * 3
         body.append(" & ".join(row) + r" \\")
-    return tex_table(body, "l" + "r" * (3 * len(datasets)), caption, label)
+    return tex_table([(body, "l" + "r" * (3 * len(datasets)))], caption, label)
 
 
 # ---------------------------------------------------------------------------------------------

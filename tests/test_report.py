@@ -270,7 +270,7 @@ def test_a_record_counts_for_every_suite_that_holds_its_cell(tmp_path):
     assert "old__config" not in smoke[: smoke.index("## Suite", 3)] and (tmp_path / "tables" / "smoke-superseded.md").is_file()
 
 
-def test_a_new_report_leaves_no_stale_output_of_a_suite(results):
+def test_a_new_report_leaves_no_stale_output_of_a_suite(results, monkeypatch):
     out = results
     report.write_report(out)
     stale = [out / "figures" / "demo" / "gone.png", out / "tables" / "demo_gone.md"]
@@ -281,6 +281,15 @@ def test_a_new_report_leaves_no_stale_output_of_a_suite(results):
     report.write_report(out)
     assert not any(p.exists() for p in stale) and (out / "tables" / "demo.md").is_file()
     assert kept.read_text() == "an earlier PDF"  # a report without --pdf keeps the PDF
+
+    def broken_pdf(*args):
+        raise tables.LatexError("overfull")
+
+    stale[0].write_text("from an earlier report")
+    monkeypatch.setattr(report, "write_pdf", broken_pdf)
+    with pytest.raises(tables.LatexError):
+        report.write_report(out, pdf=True)
+    assert stale[0].exists() and kept.read_text() == "an earlier PDF"  # a report that fails removes nothing
 
 
 def test_the_protocol_card_names_the_datasets_where_tuning_differs():
