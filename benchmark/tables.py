@@ -305,12 +305,12 @@ def panels(models: list[str]) -> list[list[str]]:
 
 def tex_table(parts: list[tuple[list[str], str]], caption: str, label: str) -> str:
     """A full-width table of one or more tabular panels [(body rows, column spec)], stacked."""
-    tabulars = [["\n" * (i > 0) + r"\medskip" * (i > 0), rf"\begin{{tabular}}{{{columns}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}"] for i, (body, columns) in enumerate(parts)]
-    return "\n".join(
-        [r"\begin{table*}[tbp]", r"\centering", r"\benchtablesize", r"\setlength{\tabcolsep}{3pt}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\smallskip"]
-        + [line for t in tabulars for line in t if line]
-        + [r"\end{table*}"]
-    )
+    lines = [r"\begin{table*}[tbp]", r"\centering", r"\benchtablesize", r"\setlength{\tabcolsep}{3pt}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\smallskip"]
+    for i, (body, columns) in enumerate(parts):
+        if i:  # a blank line ends the paragraph, so the next panel stacks below
+            lines += ["", r"\medskip"]
+        lines += [rf"\begin{{tabular}}{{{columns}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines + [r"\end{table*}"])
 
 
 def latex_means(bs: list[Block], caption: str, label: str) -> str:
