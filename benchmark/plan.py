@@ -17,7 +17,8 @@ comes from the finished records in OUT/runs of the same (dataset, model) on the 
   trial_time_budget_s (or that budget alone when there is no record), without the test scoring and
   without the pruner's savings (an upper bound).
 A suite that tunes first (`[tune] auto`) resolves its cells again with the tuned parameters, so
-cells counted before its studies finish may get other keys; the counts stay the same.
+cells counted before its studies finish may get other keys; the counts stay the same, except the
+width control's cells (`[width_control]`), which exist only once the studies have chosen widths.
 Nothing is written.
 """
 from __future__ import annotations
@@ -153,6 +154,9 @@ def render(suite: Suite, rows: list[Row], out: Path) -> str:
     for kind in KINDS:
         if tot[f"{kind}_missing"]:
             lines.append(f"{kind.upper()}-h total: {len(rows) - len(tot[f'{kind}_missing'])} of {len(rows)} rows; the others have no record on a {kind.upper()} to estimate from")
+    waiting = [u for u in suite.untuned if u.split("/")[1] in suite.width.get("models", ())]
+    if waiting:
+        lines.append(f"width control ([width_control]): not counted; its cells exist once the studies have chosen the widths ({len(waiting)} of its dataset/model pairs have none yet)")
     if tot["trials"]:
         lines.append(
             "tuning runs first ([tune] auto): the cells are resolved again with the tuned parameters afterwards"

@@ -9,7 +9,8 @@ For each suite found in OUT/runs/ it writes
   difference to the best baseline last; means (x100; best bold, second underlined, † where DiffRec
   differs significantly from the best baseline, § where a cell comes from `+dirty` code), standard
   deviations in a companion table, parameters and timings in a cost table; an unmasked and a
-  history-masked version, each headed by the protocol card read from the records;
+  history-masked version, each headed by the protocol card read from the records; and, in the
+  Markdown, the models at one width (main cells and the width control's `hidden=W` cells);
 - OUT/tables/<suite>_significance.csv (every test), <suite>_ablations.md (every ablation cell);
 - OUT/figures/<suite>/*.png and *.pdf (benchmark.figures): NDCG@10 vs diffusion steps per sampler,
   target vs sequence noising, quality vs inference cost, validation curves, and per-model training
@@ -46,7 +47,7 @@ from benchmark.records import RESULTS_DIR, RecordError, atomic_path, default_out
 from benchmark.registry import MODELS
 from benchmark.suite import MAIN_TAGS, committed_suites, load_suite_file, resolve_suite, suite_names
 from benchmark.tables import (
-    COST_NOTE, DIRTY_NOTE, SUBJECT, TABLE_METRICS, TEX_SIZE, blocks, cost_frame, is_subject, latex_cost, latex_escape, latex_means, latex_stds, markdown_cost,
+    COST_NOTE, DIRTY_NOTE, SUBJECT, TABLE_METRICS, TEX_SIZE, blocks, cost_frame, family, is_subject, latex_cost, latex_escape, latex_means, latex_stds, markdown_cost,
     markdown_tables, means_note, pdflatex, INSTALL_HINT, LatexError,
 )
 
@@ -347,6 +348,54 @@ def noise_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
 
 
+WIDTH_NOTE = (
+    "Each diffusion model against the best baseline run at the same width (`hidden`; the best by mean NDCG@10 of that split), "
+    "from the main cells and the width control's cells (tag `hidden=W`: every other setting as tuned), on the seeds both have; "
+    "p: two-sided Wilcoxon signed-rank over per-user test NDCG@10 (each user's value averaged over those seeds), Holm-corrected "
+    "over the table's tests of one split."
+)
+
+
+def width_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """The main cells and the width control's cells (tag "hidden=W") of the models that have a width."""
+    part = pd.concat([main_frame(frame), frame[frame.tag.map(lambda t: tag_keys(t) == {"hidden"})]])
+    return part[part["cfg.hidden"].notna()] if "cfg.hidden" in part else part.iloc[:0]
+
+
+def width_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
+    """The models at one width: per dataset and width, each diffusion model against the best
+    baseline run at that width, unmasked and history-masked, with Holm-corrected paired tests."""
+    part = width_points(frame)
+    rows, pvalues = [], {split: [] for split in SPLITS}
+    for (dataset, hidden), g in part.groupby(["dataset", "cfg.hidden"], sort=True):
+        baselines = g[g.model.map(lambda m: family(m) != "diffusion")]
+        contenders = sorted(m for m in set(g.model) if family(m) == "diffusion")
+        if baselines.empty or not contenders:
+            continue
+        for model in contenders:
+            row, devices = {"dataset": dataset, "hidden": int(hidden), "model": model}, set()
+            for split, label in (("test", ""), ("test_masked", "masked ")):
+                best = baselines.groupby("model")[f"{split}/NDCG@10"].mean().idxmax()
+                mine, theirs = g[g.model == model], g[g.model == best]
+                seeds = sorted(set(mine.seed) & set(theirs.seed))
+                mine, theirs = mine[mine.seed.isin(seeds)], theirs[theirs.seed.isin(seeds)]
+                devices |= set(mine.device) | set(theirs.device)  # one comparison, one device: shown, never averaged away
+                ranks = "test_ranks" if split == "test" else "test_ranks_masked"
+                p = paired_pvalue(seed_mean_per_user(records, mine.i, ranks), seed_mean_per_user(records, theirs.i, ranks)) if seeds else float("nan")
+                pvalues[split].append((len(rows), f"{label}p (Holm)", p))
+                row[f"{label}NDCG@10"] = mean_std(mine[f"{split}/NDCG@10"].mean(), mine[f"{split}/NDCG@10"].std(), len(seeds)) if seeds else "–"
+                row[f"{label}baseline (seeds)"] = f"{best} ({len(seeds)})"
+                row[f"{label}baseline NDCG@10"] = mean_std(theirs[f"{split}/NDCG@10"].mean(), theirs[f"{split}/NDCG@10"].std(), len(seeds)) if seeds else "–"
+                row[f"{label}p (Holm)"] = "–"
+            row["device"] = ", ".join(sorted(devices))
+            rows.append(row)
+    for tests in pvalues.values():
+        done = [(i, column, p) for i, column, p in tests if not np.isnan(p)]
+        for (i, column, _), adjusted in zip(done, holm([p for _, _, p in done]) if done else []):
+            rows[i][column] = f"{adjusted:.2g}"
+    return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
+
+
 def natural_key(text: str) -> list:
     """"steps=200" after "steps=50": digit runs compare as numbers."""
     return [(0, float(part), "") if part[:1].isdigit() else (1, 0.0, part) for part in re.split(r"(\d+(?:\.\d+)?)", text) if part]
@@ -414,6 +463,9 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
                 + latex_stds(bs, tex_caption(suite, title, std_note), f"{label}-std") + "\n"
             )
     summary = {"suite": suite, "tables": [], "figures": [], "records": len(frame), "main": md_sections, "card": card, "tex": ""}
+    widths = width_markdown(frame, records)
+    if md_sections and widths:
+        md_sections.append(f"## At one width\n\n{WIDTH_NOTE}\n\n{widths}\n")
     if md_sections:
         cost = cost_frame(main[main.dataset.isin(main.groupby("dataset").model.nunique().loc[lambda n: n > 1].index)])  # as the main tables
         md_sections.append(f"## Cost\n\n{COST_NOTE}\n\n{markdown_cost(cost)}\n")

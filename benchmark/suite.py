@@ -32,6 +32,10 @@ Keys of a suite file (every key is optional except datasets and models):
     points = [{noise = "target", sampler = "strided"}, {noise = "sequence", sampler = "strided"}]  # or a list
     fixed = {samples = 5}                   # set in every point (not part of the tag)
     retrain = true                          # the points' inference keys train and select too
+    [width_control]                         # models at one width: where a model's (tuned) hidden
+    reference = "sasrec-ce"                 # differs from the reference's, each also runs at the
+    models = ["diffrec", "diffurec"]        # other's width (tag "hidden=W"), its other settings kept
+    seeds = [0, 1, 2]                       # default: each model's main seeds
 
 In `grid`, `points`, `fixed` and in search spaces, a key `train.KEY` addresses the TrainConfig and
 a plain key the model's config. A cell's tag names its setting: "default", "tuned", or the
@@ -61,9 +65,10 @@ from benchmark.data import DATASETS, DEFAULT_CORE, FORMATS, DataError, sha256_fi
 from benchmark.registry import MODELS, model_spec
 from benchmark.train import MAX_SEED, TrainConfig
 
-SUITE_KEYS = {"commit", "description", "datasets", "models", "seeds", "model_seeds", "params", "params_from", "data", "train", "model", "train_model", "tune", "ablation"}
+SUITE_KEYS = {"commit", "description", "datasets", "models", "seeds", "model_seeds", "params", "params_from", "data", "train", "model", "train_model", "tune", "ablation", "width_control"}
 FILE_KEYS = {"file", "format", "name", "core"}
 ABLATION_KEYS = {"model", "datasets", "seeds", "grid", "points", "fixed", "retrain"}
+WIDTH_KEYS = {"reference", "models", "seeds"}
 MAIN_TAGS = ("default", "tuned")  # tags of the cells that make a suite's main table
 
 
@@ -198,6 +203,7 @@ class Suite:
     untuned: tuple[str, ...] = field(default_factory=tuple)  # "dataset/model" that wanted tuned params but had no study
     fixed: dict = field(default_factory=dict)  # model -> keys the suite sets explicitly (tuning leaves them alone)
     params: str = "defaults"  # "tuned": its cells take their studies' best trials
+    width: dict = field(default_factory=dict)  # [width_control] resolved: {"models": [reference, ...], "seeds"?}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,7 +464,8 @@ def resolve_suite(
     ablations = raw.get("ablation", [])
     if not isinstance(ablations, list):
         raise ConfigError(f"{where}: ablations are written [[ablation]] (a list of tables)")
-    everyone = set(chosen) | {ab.get("model") for ab in ablations if isinstance(ab, dict) and ab.get("model") in MODELS}
+    width = _width_control(raw.get("width_control"), where)
+    everyone = set(chosen) | {ab.get("model") for ab in ablations if isinstance(ab, dict) and ab.get("model") in MODELS} | set(width.get("models", []))
     for key in shared:
         if not any(key in {f.name for f in dataclasses.fields(model_spec(m).config)} for m in everyone):
             raise ConfigError(f"{where}: key {key!r} in [model.all] is known to none of the chosen models")
@@ -547,6 +554,26 @@ def resolve_suite(
                     cell = Cell(dataset, model, seed, trained, tcfg, data_opts, setting_tag(point), source, tuning, inference)
                     cells.setdefault(cell.key, cell)
 
+    # Width control -------------------------------------------------------------------------------
+    if width:
+        reference, wc_seeds = width["models"][0], width.get("seeds")
+        if seeds_overridden:
+            wc_seeds = seeds
+        for dataset, source in refs.items():
+            ref = tuned_base(dataset, reference)
+            for model in width["models"][1:]:
+                other = tuned_base(dataset, model)
+                if other[0]["hidden"] == ref[0]["hidden"]:
+                    continue
+                # each at the other's width, everything else as its own (tuned) base
+                for name, (mcfg, tcfg, tuning), hidden in ((model, other, ref[0]["hidden"]), (reference, ref, other[0]["hidden"])):
+                    if models and name not in models:
+                        continue
+                    matched = config_dict(build_config(model_spec(name).config, {**mcfg, "hidden": hidden}, where=f"{where}: [width_control] {name} at hidden {hidden}"))
+                    for seed in wc_seeds or model_seeds.get(name, seeds):
+                        cell = Cell(dataset, name, seed, matched, tcfg, data_opts, f"hidden={hidden}", source, tuning)
+                        cells.setdefault(cell.key, cell)
+
     # Studies -------------------------------------------------------------------------------------
     for m in tune["models"]:
         if m not in MODELS:
@@ -562,7 +589,27 @@ def resolve_suite(
         fields = {f.name for f in dataclasses.fields(model_spec(m).config)}
         explicit = [k for k in shared if k in fields] + list(model_opts.get(m, {}))
         fixed[m] = tuple(dict.fromkeys(explicit + [f"train.{k}" for k in {**train_opts, **train_model_opts.get(m, {})}]))
-    return Suite(name, raw.get("description", ""), tuple(cells.values()), tune, tune_cells, tuple(dict.fromkeys(untuned)), fixed, params_mode)
+    return Suite(name, raw.get("description", ""), tuple(cells.values()), tune, tune_cells, tuple(dict.fromkeys(untuned)), fixed, params_mode, width)
+
+
+def _width_control(table, where: str) -> dict:
+    """[width_control] -> {"models": [reference, model, ...], "seeds": [...]} ({} without one)."""
+    if table is None:
+        return {}
+    where = f"{where}: [width_control]"
+    table = _check_keys(table, WIDTH_KEYS, where)
+    reference, models = table.get("reference"), table.get("models")
+    if not isinstance(models, list) or not models or reference in models:
+        raise ConfigError(f"{where}: needs reference = MODEL and models = [MODEL, ...], a non-empty list without the reference")
+    for m in [reference, *models]:
+        if m not in MODELS:
+            raise ConfigError(f"{where}: unknown model {m!r} (known: {', '.join(MODELS)})")
+        if "hidden" not in {f.name for f in dataclasses.fields(model_spec(m).config)}:
+            raise ConfigError(f"{where}: model {m} has no width (no config key 'hidden')")
+    resolved = {"models": [reference, *dict.fromkeys(models)]}
+    if "seeds" in table:
+        resolved["seeds"] = _seed_list(table["seeds"], f"{where}.seeds")
+    return resolved
 
 
 def _resolve_tune(opts: dict, where: str) -> dict:

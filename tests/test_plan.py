@@ -121,3 +121,12 @@ def test_a_suite_of_defaults_plans_no_trials(tmp_path, capsys):
     assert run.main(["--suite", "quick", "--out", str(tmp_path), "--no-progress", "--plan", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["rows"] and plan["totals"]["trials"] == 0 and plan["totals"]["main"] > 0
+
+
+def test_the_plan_says_when_width_control_cells_wait_for_the_studies(tmp_path, capsys):
+    """paper's width control adds cells only where the tuned widths differ: before the studies
+    there is nothing to count, and the plan says so instead of looking complete."""
+    assert run.main(["--suite", "paper", "--out", str(tmp_path), "--no-progress", "--plan"]) == 0
+    assert "width control ([width_control]): not counted" in capsys.readouterr().out
+    assert run.main(["--suite", "quick", "--out", str(tmp_path), "--no-progress", "--plan"]) == 0
+    assert "width control" not in capsys.readouterr().out

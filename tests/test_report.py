@@ -396,3 +396,31 @@ def test_a_panel_with_one_model_is_left_out_and_points_are_not_labelled(monkeypa
     assert cost.get_suptitle().endswith("?")  # the question it answers
     assert not any(ax.texts for ax in cost.axes)  # a legend names the models; no label per point
     assert figures.figure_cost(report.cost_points(frame[frame.dataset == "ml-1m"]), tmp_path) == []
+
+
+def test_models_at_one_width_pair_main_and_width_control_cells(tmp_path):
+    """diffrec tuned to 64 and sasrec-ce to 256, each also run at the other's width (tags
+    hidden=W): the table compares them within each width, never across."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 60, N_USERS)
+    ranks = {("diffrec", 64): base // 2, ("diffrec", 256): base // 3, ("sasrec-ce", 64): base, ("sasrec-ce", 256): base // 3}
+    records = []
+    for seed in range(3):
+        for (model, hidden), r in ranks.items():
+            tuned = hidden == (64 if model == "diffrec" else 256)
+            if seed == 2 and not tuned:
+                continue  # the width control runs on fewer seeds than the main cells
+            records.append(fake_record("d", model, seed, r, tag="tuned" if tuned else f"hidden={hidden}", config={"hidden": hidden}))
+    records.append(fake_record("d", "diffrec", 0, base, tag="steps=5", config={"hidden": 256, "steps": 5}))  # another ablation: not a width point
+    for r in records:
+        write_json_atomic(tmp_path / "runs" / f"{r['key']}.json", r)
+    report.write_report(tmp_path, suites=["demo"])
+    md = (tmp_path / "tables" / "demo.md").read_text()
+    section = md[md.index("## At one width"):md.index("## Cost")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| d ")]
+    assert [r[:3] for r in rows] == [["d", "64", "diffrec"], ["d", "256", "diffrec"]]
+    ndcg = {hidden: metrics_from_ranks(r)["NDCG@10"] for (model, hidden), r in ranks.items() if model == "diffrec"}
+    at64, at256 = rows
+    assert at64[3:6] == [f"{ndcg[64]:.4f} ± 0.0000", "sasrec-ce (2)", f"{metrics_from_ranks(base)['NDCG@10']:.4f} ± 0.0000"]  # seeds 0, 1 only
+    assert at256[3:5] == [f"{ndcg[256]:.4f} ± 0.0000", "sasrec-ce (2)"] and at256[6] == "1"  # equal ranks: p = 1
+    assert float(at64[6]) < 0.05

@@ -231,6 +231,33 @@ def test_params_from_lends_a_studied_datasets_params_to_the_others(tmp_path):
             resolve_suite("t", {**raw, **bad})
 
 
+def test_width_control_runs_each_model_at_the_others_tuned_width(tmp_path):
+    raw = {**BASE, "datasets": ["beauty", "toys"], "models": ["sasrec-ce", "diffrec", "diffurec"], "params": "tuned", "params_from": "beauty",
+           "model_seeds": {"diffrec": [0, 1]}, "width_control": {"reference": "sasrec-ce", "models": ["diffrec", "diffurec"]}}
+    untuned = resolve_suite("t", raw, tuning_dir=tmp_path)
+    assert {c.tag for c in untuned.cells} == {"default"}  # every default width is 64: nothing to match
+    widths = {"sasrec-ce": 256, "diffrec": 64, "diffurec": 256}
+    for base in untuned.tune_cells:
+        path = best_params_path(tmp_path, tuning_study("beauty", base.model, base.key))
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"params": {"hidden": widths[base.model], "dropout": 0.45}, "trials": 20, "best_value": 0.5}))
+    suite = resolve_suite("t", raw, tuning_dir=tmp_path)
+    control = {(c.dataset, c.model, c.tag, c.seed): c for c in suite.cells if c.tag != "tuned"}
+    # diffurec's width equals SASRec-CE's: no control; diffrec runs at 256, SASRec-CE at 64, each on its main seeds
+    assert set(control) == {(d, "diffrec", "hidden=256", s) for d in ("beauty", "toys") for s in (0, 1)} | {(d, "sasrec-ce", "hidden=64", 0) for d in ("beauty", "toys")}
+    matched = control["toys", "diffrec", "hidden=256", 1]
+    assert matched.model_config["hidden"] == 256 and matched.model_config["dropout"] == 0.45 and matched.tuning["params_of"] == "beauty"
+    assert control["beauty", "sasrec-ce", "hidden=64", 0].model_config["hidden"] == 64
+    seeded = resolve_suite("t", {**raw, "width_control": {**raw["width_control"], "seeds": [3]}}, tuning_dir=tmp_path)
+    assert {c.seed for c in seeded.cells if c.tag != "tuned"} == {3}
+    only = resolve_suite("t", raw, models=["diffrec"], tuning_dir=tmp_path)  # --models keeps the chosen models' cells
+    assert {(c.model, c.tag) for c in only.cells} == {("diffrec", "tuned"), ("diffrec", "hidden=256")}
+    for bad, word in (({"reference": "sasrec-ce", "models": ["sasrec-ce"]}, "without the reference"), ({"reference": "pop", "models": ["diffrec"]}, "no width"),
+                      ({"reference": "sasrec-ce", "models": ["nosuch"]}, "unknown model 'nosuch'"), ({"reference": "sasrec-ce", "models": ["diffrec"], "seed": [0]}, "unknown key 'seed'")):
+        with pytest.raises(ConfigError, match=word):
+            resolve_suite("t", {**raw, "width_control": bad})
+
+
 def test_cli_lists_and_rejects_bad_settings_before_training(capsys):
     assert run.main(["--list"]) == 0
     listing = capsys.readouterr().out
