@@ -32,6 +32,10 @@ for a variant with a space of its own such as `diffrec-paper`, the registry entr
 `train.KEY` for TrainConfig keys and plain keys for the model's config. A model without one gets
 the generic lr/dropout/hidden space (the tool says so). Keys the suite sets explicitly are fixed.
 
+A suite's studies share the workers as one queue of trials, study after study (`run_plans`): a
+worker whose study has no trial left to start takes the next study's rather than wait for the last
+running trial of its own, and each study is exported as soon as its budget is finished.
+
 The export (`OUT/tuning/<study>/trials.csv` and `best.json`) is what suites with
 params = "tuned" read, and what results/ commits; the storage itself is git-ignored (a file every
 run appends to).
@@ -235,15 +239,44 @@ def run_trial(
     return {"number": trial.number, "state": trial.state.name, "value": trial.value, "error": trial.user_attrs.get("error"), "params": trial.params, "node": node_name()}
 
 
-def tune_cell(
-    cell: Cell, *, out, budget: int, seed: int = 0, pruner: str = "median", time_budget_s: float = 0.0, trial_epochs: int = 0, warmup: int = 0, storage: str | None = None, executor=None,
-    fixed=(), data_dir=None, device="cpu", threads=0, quiet=False,
-) -> dict | None:
-    """Brings the study of one base cell to `budget` trials, one task of `executor` (default: this
-    process) per trial, and exports it; returns the exported summary (None when the model has
-    nothing to tune). Other processes may work on the same study meanwhile: tasks are submitted
-    until the budget is held by finished or live running trials."""
-    executor = executor or LocalExecutor()
+@dataclasses.dataclass
+class Plan:
+    """A study opened for work: the keyword arguments of its trials (`run_trial`) and what its
+    export needs."""
+
+    cell: Cell
+    space: dict
+    origin: str
+    job: dict  # run_trial's keyword arguments
+
+    @property
+    def name(self) -> str:
+        return self.job["study_name"]
+
+    def study(self) -> optuna.Study:
+        j = self.job
+        return open_study(j["study_name"], make_storage(j["storage_url"]), seed=j["seed"], pruner=j["pruner"], warmup=j["warmup"])
+
+    def places(self) -> int:
+        """Trials still to hand to a worker (after failing those of gone workers)."""
+        study = self.study()
+        sweep_stale(study)
+        return places_to_run(study, self.job["budget"])
+
+    def export(self, out) -> dict | None:
+        j = self.job
+        return export_study(
+            self.study(), out=out, budget=j["budget"], cell=self.cell, space=self.space, origin=self.origin, storage=j["storage_url"], seed=j["seed"], pruner=j["pruner"],
+            time_budget_s=j["time_budget_s"], trial_epochs=j["trial_epochs"], warmup=j["warmup"], device=j["device"],
+        )
+
+
+def plan_study(
+    cell: Cell, *, out, budget: int, seed: int = 0, pruner: str = "median", time_budget_s: float = 0.0, trial_epochs: int = 0, warmup: int = 0, storage: str | None = None,
+    fixed=(), data_dir=None, device="cpu", threads=0, describe: str = "",
+) -> Plan | None:
+    """Opens the study of one base cell (trial 0 = the defaults, queued on a fresh study; the trials
+    of gone workers queued again) and says where it stands; None when the model has nothing to tune."""
     name = tuning_study(cell.dataset, cell.model, cell.key)
     space, origin = search_space(cell.model, tuple(fixed))
     _, split, max_len = load_data(cell, data_dir)
@@ -265,26 +298,53 @@ def tune_cell(
             print(f"study {name}: defaults of {', '.join(outside)} lie outside the search space; trial 0 samples them", flush=True)
         study.enqueue_trial(params, user_attrs={"default": True})
     done, running = len(counted_trials(study, budget)), sum(t.state == TrialState.RUNNING for t in reserved(study))
-    print(
-        f"study {name}: {done} of {budget} trials done, {running} running elsewhere, {max(budget - done - running, 0)} to run "
-        f"({executor.describe()}; {redact(url)})",
-        flush=True,
-    )
-    common = dict(
+    print(f"study {name}: {done} of {budget} trials done, {running} running elsewhere, {max(budget - done - running, 0)} to run ({describe}; {redact(url)})", flush=True)
+    job = dict(
         cell=cell, space=space, storage_url=url, study_name=name, budget=budget, seed=seed, pruner=pruner, time_budget_s=time_budget_s, trial_epochs=trial_epochs, warmup=warmup,
         data_dir=data_dir and Path(data_dir).resolve(), device=device, threads=threads, snapshots=str((Path(out) / "snapshots" / "tuning" / name).resolve()),
     )
-    while (remaining := places_to_run(study, budget)) > 0:  # again after trials lost to killed workers
-        for _, trial in executor.map(run_trial, [common] * remaining):
+    return Plan(cell, space, origin, job)
+
+
+def run_plans(plans: list[Plan], *, out, executor=None, quiet=False) -> list[dict]:
+    """Brings every planned study to its budget and exports it; -> the exported summaries, in the
+    plans' order. The trials of all studies go to the executor as one queue, study after study, so
+    a worker whose study has no trial left to start takes the next study's instead of waiting for
+    the last trial of its own; a study is exported as soon as its budget is finished. Trials lost
+    to killed workers are run again afterwards."""
+    executor = executor or LocalExecutor()
+    by_name, summaries = {p.name: p for p in plans}, {}
+
+    def export(plan: Plan) -> None:
+        summary = summaries[plan.name] = plan.export(out)
+        if summary:
+            print(f"study {plan.name}: best validation {SELECTION_METRIC} {summary['best_value']:.4f} (trial {summary['best_trial']} of {summary['trials']}; default {summary['default_value']}) {summary['params']}", flush=True)
+
+    while jobs := [p.job for p in plans for _ in range(p.places())]:
+        bar = tqdm(total=len(jobs), desc="trials", unit="trial", disable=quiet)
+        for job, trial in executor.map(run_trial, jobs):
+            bar.update()
             if trial and not quiet:
                 value = f"{trial['value']:.4f}" if trial["value"] is not None else trial["error"] or "-"
-                tqdm.write(f"  {name} trial {trial['number']:3d} {trial['state']:8s} {value}  {trial['params']}  ({trial['node']})")
-        sweep_stale(study)
-    study = open_study(name, make_storage(url), seed=seed, pruner=pruner, warmup=warmup)
-    return export_study(
-        study, out=out, budget=budget, cell=cell, space=space, origin=origin, storage=url, seed=seed, pruner=pruner, time_budget_s=time_budget_s, trial_epochs=trial_epochs, warmup=warmup,
-        device=device,
-    )
+                tqdm.write(f"  {job['study_name']} trial {trial['number']:3d} {trial['state']:8s} {value}  {trial['params']}  ({trial['node']})")
+            plan = by_name[job["study_name"]]
+            if plan.name not in summaries and len(counted_trials(plan.study(), job["budget"])) >= job["budget"]:
+                export(plan)
+        bar.close()
+    for plan in plans:
+        if plan.name not in summaries:  # its budget is held by trials of other processes, or fewer trials counted
+            export(plan)
+    return [summaries[p.name] for p in plans if summaries[p.name]]
+
+
+def tune_cell(cell: Cell, *, out, budget: int, executor=None, quiet=False, **settings) -> dict | None:
+    """Brings the study of one base cell to `budget` trials, one task of `executor` (default: this
+    process) per trial, and exports it; returns the exported summary (None when the model has
+    nothing to tune). Other processes may work on the same study meanwhile: tasks are submitted
+    until the budget is held by finished or live running trials. `settings`: `plan_study`'s."""
+    executor = executor or LocalExecutor()
+    plan = plan_study(cell, out=out, budget=budget, describe=executor.describe(), **settings)
+    return (run_plans([plan], out=out, executor=executor, quiet=quiet) or [None])[0] if plan else None
 
 
 def export_study(
@@ -328,18 +388,16 @@ def export_study(
 
 
 def tune_suite(suite: Suite, *, out, storage: str | None = None, executor=None, data_dir=None, device="cpu", threads=0, progress=True) -> list[dict]:
-    t = suite.tune
-    summaries = []
-    for cell in tqdm(suite.tune_cells, desc=f"{suite.name} studies", unit="study", disable=not progress):
-        summary = tune_cell(
+    """Every study of the suite, in its order, brought to the [tune] budget (`run_plans`)."""
+    t, executor = suite.tune, executor or LocalExecutor()
+    plans = [
+        plan_study(
             cell, out=out, budget=t["trials"], seed=t["seed"], pruner=t["pruner"], time_budget_s=t["trial_time_budget_s"], trial_epochs=t["trial_epochs"], warmup=t["prune_after_epochs"],
-            storage=storage, executor=executor,
-            fixed=suite.fixed.get(cell.model, ()), data_dir=data_dir, device=device, threads=threads, quiet=not progress,
+            storage=storage, fixed=suite.fixed.get(cell.model, ()), data_dir=data_dir, device=device, threads=threads, describe=executor.describe(),
         )
-        if summary:
-            print(f"study {summary['study']}: best validation {SELECTION_METRIC} {summary['best_value']:.4f} (trial {summary['best_trial']} of {summary['trials']}; default {summary['default_value']}) {summary['params']}", flush=True)
-            summaries.append(summary)
-    return summaries
+        for cell in suite.tune_cells
+    ]
+    return run_plans([p for p in plans if p], out=out, executor=executor, quiet=not progress)
 
 
 def main(argv=None) -> int:

@@ -175,3 +175,32 @@ def test_one_worker_repeats_a_study_exactly_and_each_trial_records_its_seed(tmp_
         runs.append(optuna.load_study(study_name=summary["study"], storage=tune.make_storage(tune.default_storage(out))).get_trials())
     assert [t.params for t in runs[0]] == [t.params for t in runs[1]]
     assert [t.user_attrs["sampler_seed"] for t in runs[0]] == [tune.sampler_seed(0, n) for n in range(3)]
+
+
+def test_a_suites_studies_share_one_queue_and_each_is_exported_when_its_budget_is_done(tmp_path, monkeypatch):
+    """One queue, study after study: a worker whose study has no trial left to start takes the
+    next study's (it never waits for its study's last trial), and each study's best.json is written
+    as soon as its budget is finished, before the next study's trials run."""
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
+    path = write_sequences(tmp_path / "chain.txt", chain_dataset(n_items=20, users=80))
+    suite = resolve_suite("t", {**RAW, "models": ["sasrec-ce", "sasrec-bce"], "tune": {"trials": 2}}, files=[(str(path), "sequences")])
+    out = tmp_path / "out"
+
+    class Recording(LocalExecutor):
+        queues, started = [], []
+
+        def map(self, fn, jobs):
+            jobs = list(jobs)
+            self.queues.append([j["study_name"].split("__")[1] for j in jobs])
+
+            def traced(**job):
+                self.started.append((job["study_name"].split("__")[1], sorted(p.parent.name.split("__")[1] for p in out.glob("tuning/*/best.json"))))
+                return fn(**job)
+
+            yield from super().map(traced, jobs)
+
+    summaries = tune.tune_suite(suite, out=out, executor=Recording(1), progress=False)
+    assert [s["study"].split("__")[1] for s in summaries] == ["sasrec-ce", "sasrec-bce"] and all(s["trials"] == 2 for s in summaries)
+    assert Recording.queues == [["sasrec-ce", "sasrec-ce", "sasrec-bce", "sasrec-bce"]]
+    assert Recording.started == [("sasrec-ce", []), ("sasrec-ce", []), ("sasrec-bce", ["sasrec-ce"]), ("sasrec-bce", ["sasrec-ce"])]
+    assert tune.tune_suite(suite, out=out, executor=Recording(1), progress=False) and len(Recording.queues) == 1  # done: nothing queued again
