@@ -9,8 +9,8 @@ For each suite found in OUT/runs/ it writes
   difference to the best baseline last; means (x100; best bold, second underlined, † where DiffRec
   differs significantly from the best baseline, § where a cell comes from `+dirty` code), standard
   deviations in a companion table, parameters and timings in a cost table; an unmasked and a
-  history-masked version, each headed by the protocol card read from the records; and, in the
-  Markdown, the models at one width (main cells and the width control's `hidden=W` cells);
+  history-masked version, each headed by the protocol card read from the records; and the models
+  at one width (main cells and the width control's `hidden=W` cells, `width_tests`);
 - OUT/tables/<suite>_significance.csv (every test), <suite>_ablations.md (every ablation cell);
 - OUT/figures/<suite>/*.png and *.pdf (benchmark.figures): NDCG@10 vs diffusion steps per sampler,
   target vs sequence noising, quality vs inference cost, validation curves, and per-model training
@@ -47,7 +47,7 @@ from benchmark.records import RESULTS_DIR, RecordError, atomic_path, default_out
 from benchmark.registry import MODELS
 from benchmark.suite import MAIN_TAGS, committed_suites, load_suite_file, resolve_suite, suite_names
 from benchmark.tables import (
-    COST_NOTE, DIRTY_NOTE, SUBJECT, TABLE_METRICS, TEX_SIZE, blocks, cost_frame, family, is_subject, latex_cost, latex_escape, latex_means, latex_stds, markdown_cost,
+    COST_NOTE, DIRTY_NOTE, SUBJECT, TABLE_METRICS, TEX_SIZE, blocks, cost_frame, family, is_subject, latex_cost, latex_escape, latex_means, latex_stds, latex_width, markdown_cost,
     markdown_tables, means_note, pdflatex, INSTALL_HINT, LatexError,
 )
 
@@ -362,37 +362,47 @@ def width_points(frame: pd.DataFrame) -> pd.DataFrame:
     return part[part["cfg.hidden"].notna()] if "cfg.hidden" in part else part.iloc[:0]
 
 
-def width_markdown(frame: pd.DataFrame, records: list[dict]) -> str:
-    """The models at one width: per dataset and width, each diffusion model against the best
-    baseline run at that width, unmasked and history-masked, with Holm-corrected paired tests."""
-    part = width_points(frame)
-    rows, pvalues = [], {split: [] for split in SPLITS}
+def width_tests(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """The models at one width: per dataset, width and split, each diffusion model against the best
+    baseline run at that width (by mean NDCG@10 of the split), on their common seeds, with the
+    Wilcoxon p-value Holm-corrected over the tests of one split. One row per test."""
+    part, rows = width_points(frame), []
     for (dataset, hidden), g in part.groupby(["dataset", "cfg.hidden"], sort=True):
         baselines = g[g.model.map(lambda m: family(m) != "diffusion")]
-        contenders = sorted(m for m in set(g.model) if family(m) == "diffusion")
-        if baselines.empty or not contenders:
-            continue
-        for model in contenders:
-            row, devices = {"dataset": dataset, "hidden": int(hidden), "model": model}, set()
-            for split, label in (("test", ""), ("test_masked", "masked ")):
+        for model in sorted(m for m in set(g.model) if family(m) == "diffusion") if not baselines.empty else []:
+            for split in SPLITS:
                 best = baselines.groupby("model")[f"{split}/NDCG@10"].mean().idxmax()
                 mine, theirs = g[g.model == model], g[g.model == best]
                 seeds = sorted(set(mine.seed) & set(theirs.seed))
                 mine, theirs = mine[mine.seed.isin(seeds)], theirs[theirs.seed.isin(seeds)]
-                devices |= set(mine.device) | set(theirs.device)  # one comparison, one device: shown, never averaged away
                 ranks = "test_ranks" if split == "test" else "test_ranks_masked"
-                p = paired_pvalue(seed_mean_per_user(records, mine.i, ranks), seed_mean_per_user(records, theirs.i, ranks)) if seeds else float("nan")
-                pvalues[split].append((len(rows), f"{label}p (Holm)", p))
-                row[f"{label}NDCG@10"] = mean_std(mine[f"{split}/NDCG@10"].mean(), mine[f"{split}/NDCG@10"].std(), len(seeds)) if seeds else "–"
-                row[f"{label}baseline (seeds)"] = f"{best} ({len(seeds)})"
-                row[f"{label}baseline NDCG@10"] = mean_std(theirs[f"{split}/NDCG@10"].mean(), theirs[f"{split}/NDCG@10"].std(), len(seeds)) if seeds else "–"
-                row[f"{label}p (Holm)"] = "–"
-            row["device"] = ", ".join(sorted(devices))
-            rows.append(row)
-    for tests in pvalues.values():
-        done = [(i, column, p) for i, column, p in tests if not np.isnan(p)]
-        for (i, column, _), adjusted in zip(done, holm([p for _, _, p in done]) if done else []):
-            rows[i][column] = f"{adjusted:.2g}"
+                rows.append({
+                    "dataset": dataset, "hidden": int(hidden), "model": model, "split": split, "baseline": best, "seeds": len(seeds),
+                    "mean": mine[f"{split}/NDCG@10"].mean(), "std": mine[f"{split}/NDCG@10"].std(), "base_mean": theirs[f"{split}/NDCG@10"].mean(), "base_std": theirs[f"{split}/NDCG@10"].std(),
+                    "p": paired_pvalue(seed_mean_per_user(records, mine.i, ranks), seed_mean_per_user(records, theirs.i, ranks)) if seeds else float("nan"),
+                    "devices": ", ".join(sorted(set(mine.device) | set(theirs.device))),  # one comparison, one device: shown, never averaged away
+                })
+    tests = pd.DataFrame(rows, columns=["dataset", "hidden", "model", "split", "baseline", "seeds", "mean", "std", "base_mean", "base_std", "p", "devices", "p_holm"])
+    for split in SPLITS:
+        done = (tests.split == split) & tests.p.notna()
+        if done.any():
+            tests.loc[done, "p_holm"] = holm(tests.p[done].values)
+    return tests
+
+
+def width_markdown(tests: pd.DataFrame) -> str:
+    """`width_tests` as one row per dataset, width and model, unmasked and masked side by side."""
+    rows = []
+    for (dataset, hidden, model), g in tests.groupby(["dataset", "hidden", "model"], sort=False):
+        row = {"dataset": dataset, "hidden": hidden, "model": model}
+        for t in g.itertuples():
+            label = "" if t.split == "test" else "masked "
+            row[f"{label}NDCG@10"] = mean_std(t.mean, t.std, t.seeds) if t.seeds else "–"
+            row[f"{label}baseline (seeds)"] = f"{t.baseline} ({t.seeds})"
+            row[f"{label}baseline NDCG@10"] = mean_std(t.base_mean, t.base_std, t.seeds) if t.seeds else "–"
+            row[f"{label}p (Holm)"] = f"{t.p_holm:.2g}" if pd.notna(t.p_holm) else "–"
+        row["device"] = ", ".join(sorted({d for t in g.itertuples() for d in t.devices.split(", ") if d}))
+        rows.append(row)
     return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
 
 
@@ -463,9 +473,10 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
                 + latex_stds(bs, tex_caption(suite, title, std_note), f"{label}-std") + "\n"
             )
     summary = {"suite": suite, "tables": [], "figures": [], "records": len(frame), "main": md_sections, "card": card, "tex": ""}
-    widths = width_markdown(frame, records)
-    if md_sections and widths:
-        md_sections.append(f"## At one width\n\n{WIDTH_NOTE}\n\n{widths}\n")
+    widths = width_tests(frame, records)
+    if md_sections and not widths.empty:
+        md_sections.append(f"## At one width\n\n{WIDTH_NOTE}\n\n{width_markdown(widths)}\n")
+        tex_sections.append(latex_width(widths, latex_escape(f"Suite {suite}, the models at one width: test NDCG@10 ×100, mean ± std over the seeds of each comparison. " + WIDTH_NOTE.replace("`", "")), f"tab:{suite}-width") + "\n")
     if md_sections:
         cost = cost_frame(main[main.dataset.isin(main.groupby("dataset").model.nunique().loc[lambda n: n > 1].index)])  # as the main tables
         md_sections.append(f"## Cost\n\n{COST_NOTE}\n\n{markdown_cost(cost)}\n")

@@ -367,6 +367,24 @@ def latex_cost(cost: pd.DataFrame, caption: str, label: str) -> str:
     return tex_table([(body, "l" + "r" * (3 * len(datasets)))], caption, label)
 
 
+def latex_width(tests: pd.DataFrame, caption: str, label: str) -> str:
+    """The models at one width (`benchmark.report.width_tests`): per dataset, width and diffusion
+    model, its NDCG@10 and the best baseline's at that width (x100, mean ± std over the common
+    seeds) with the Holm-corrected p-value; an unmasked and a history-masked panel, stacked."""
+
+    def value(mean: float, std: float, n: int) -> str:
+        return "--" if not n else number(mean) + (rf" $\pm$ {number(std)}" if n > 1 else "")
+
+    parts = []
+    for split, title in (("test", "Unmasked"), ("test_masked", "History-masked")):
+        body = [rf"\multicolumn{{7}}{{l}}{{\textit{{{title}}}}} \\", " & ".join(["Dataset", "Width", "Model", "NDCG@10", "Best baseline (seeds)", "NDCG@10", "$p$ (Holm)"]) + r" \\", r"\midrule"]
+        for t in tests[tests.split == split].itertuples():
+            p = "--" if pd.isna(t.p_holm) else f"{t.p_holm:.2g}"
+            body.append(" & ".join([latex_escape(t.dataset), str(t.hidden), latex_escape(t.model), value(t.mean, t.std, t.seeds), f"{latex_escape(t.baseline)} ({t.seeds})", value(t.base_mean, t.base_std, t.seeds), p]) + r" \\")
+        parts.append((body, "lrlrlrr"))
+    return tex_table(parts, caption, label)
+
+
 # ---------------------------------------------------------------------------------------------
 # Compiling
 

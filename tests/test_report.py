@@ -195,7 +195,7 @@ def test_pdf_holds_the_card_tables_and_figures(results, capsys):
     summary = report.suite_report("demo", records, results)
     doc = report.pdf_document(summary, results)
     assert r"\item[datasets]" in doc and r"\item[git commit] abc123" in doc  # the protocol card
-    assert doc.count(r"\begin{table*}") == 5  # means and deviations, unmasked and masked, and the cost table
+    assert doc.count(r"\begin{table*}") == 6  # means and deviations, unmasked and masked, the models at one width, and the cost table
     assert doc.count(r"\includegraphics") == len([p for p in summary["figures"] if p.suffix == ".pdf"]) == 5
     report.main(["--out", str(results), "--suite", "demo", "--pdf"])
     assert pdf.read_bytes() == first  # no date inside: the same records give the same bytes
@@ -424,3 +424,7 @@ def test_models_at_one_width_pair_main_and_width_control_cells(tmp_path):
     assert at64[3:6] == [f"{ndcg[64]:.4f} ± 0.0000", "sasrec-ce (2)", f"{metrics_from_ranks(base)['NDCG@10']:.4f} ± 0.0000"]  # seeds 0, 1 only
     assert at256[3:5] == [f"{ndcg[256]:.4f} ± 0.0000", "sasrec-ce (2)"] and at256[6] == "1"  # equal ranks: p = 1
     assert float(at64[6]) < 0.05
+    tex = (tmp_path / "tables" / "demo.tex").read_text()
+    width = tex[tex.index(r"\label{tab:demo-width}"):]
+    assert rf"d & 64 & diffrec & {ndcg[64] * 100:.2f} $\pm$ 0.00 & sasrec-ce (2) & {metrics_from_ranks(base)['NDCG@10'] * 100:.2f} $\pm$ 0.00 & " in width
+    compile_tables(tmp_path / "tables" / "demo.tex", tmp_path)
