@@ -61,3 +61,8 @@ def build_model(name: str, overrides: dict | None = None, *, n_items: int, max_l
     if seed is not None:
         seed_everything(seed)
     return spec.cls(cfg, n_items=n_items, max_len=max_len), config_dict(cfg)
+
+
+def has_parameters(name: str) -> bool:
+    """Whether the model learns anything (pop does not: nothing to train or tune)."""
+    return build_model(name, n_items=2, max_len=2)[0].trainable

@@ -15,7 +15,10 @@ task, on this machine or on a cluster (`--address`), and writes the records the 
 (`benchmark.executors`). `--shard K/N` runs every N-th training still to run (its cells together),
 so N processes of a job array (or machines sharing OUT) started together split what is left
 evenly. `--only main|ablations` runs one part of it (the main table first, say). A suite with `[tune] auto = true` first tunes its studies
-(`benchmark.tune`, on the same executor); every run ends with the report (`benchmark.report`).
+(`benchmark.tune`, on the same executor); a suite with params = "tuned" refuses to train a tuned
+model whose study is not exported (its cells would train at the defaults and be no cell of the
+suite once it is) unless `--allow-untuned` (or `--no-tune` on a suite that tunes by itself); every
+run ends with the report (`benchmark.report`).
 `--plan` only prints the cells and trials still to run and their estimated CPU/GPU hours from
 the existing records (`benchmark.plan`), and runs nothing.
 
@@ -42,7 +45,7 @@ from benchmark.config import ConfigError, build_config
 from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
 from benchmark.metrics import PROTOCOL
 from benchmark.records import RecordError, check_writable, code_digest, environment, git_commit, write_json_atomic
-from benchmark.registry import build_model, model_spec
+from benchmark.registry import build_model, has_parameters, model_spec
 from benchmark.suite import MAIN_TAGS, Cell, Suite
 from benchmark.train import TrainConfig, evaluate, fit, load_state, load_trained, save_trained
 
@@ -205,6 +208,17 @@ def check_saved_states(out: Path, todo: list[Cell], shared: Counter) -> None:
                     raise
 
 
+def awaiting_studies(suite: Suite, cells: list[Cell]) -> list[str]:
+    """The "dataset/model" pairs of `cells` that would train at default hyperparameters only
+    because their study has not been exported yet: the suite wants tuned parameters, tunes that
+    model ([tune] models, else every model of the suite), and the model has something to tune."""
+    if suite.params != "tuned":
+        return []
+    expected = set(suite.tune.get("models") or {c.model for c in suite.cells})
+    pairs = dict.fromkeys((c.dataset, c.model) for c in cells if c.model in expected and f"{c.dataset}/{c.model}" in suite.untuned)
+    return [f"{d}/{m}" for d, m in pairs if has_parameters(m)]
+
+
 def run_group(
     cells: list[Cell], *, out: Path, data_dir=None, device: str = "cpu", threads: int = 0, progress: bool = False, suite: str = "", keep_checkpoint: bool = False, executor: str = "local"
 ) -> dict[str, dict]:
@@ -291,7 +305,8 @@ def main(argv=None) -> int:
         "--shard", metavar="K/N", help="run only trainings K, K+N, K+2N, ... of those still to run (0-based; cells sharing a training stay together), for a job array (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
     )
     p.add_argument("--only", choices=("main", "ablations"), help="run only the main table's cells, or only the ablation cells")
-    p.add_argument("--no-tune", action="store_true", help="skip the suite's automatic tuning ([tune] auto = true)")
+    p.add_argument("--no-tune", action="store_true", help="skip the suite's automatic tuning ([tune] auto = true); its models train at their defaults")
+    p.add_argument("--allow-untuned", action="store_true", help="train the cells of a tuned suite whose study is not exported yet at default hyperparameters (refused otherwise)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     p.add_argument("--plan", action="store_true", help="print the cells and tuning trials still to run and an estimate of their CPU/GPU hours from OUT's records, then exit (nothing runs or is written)")
     p.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
@@ -326,6 +341,13 @@ def main(argv=None) -> int:
 
             tune_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress, executor=executor)
             suite = suite_from_args(args, p)  # again, now with the tuned parameters
+        if not args.allow_untuned and not (suite.tune["auto"] and args.no_tune):
+            pending = [c for c in suite.cells if (args.only is None or (c.tag in MAIN_TAGS) == (args.only == "main")) and not is_done(out, c)]
+            if waiting := awaiting_studies(suite, pending):
+                raise ConfigError(
+                    f"suite {suite.name}: no exported study yet for {len(waiting)} dataset/model pair(s) ({', '.join(waiting[:4])}{', ...' if len(waiting) > 4 else ''}), "
+                    f"whose cells would train at default hyperparameters; run python -m benchmark.tune --suite {suite.name} first, leave them out with --models, or pass --allow-untuned"
+                )
         run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress, shard=shard, only=args.only, executor=executor)
         if not args.no_report:
             from benchmark.report import write_report

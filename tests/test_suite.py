@@ -258,6 +258,25 @@ def test_width_control_runs_each_model_at_the_others_tuned_width(tmp_path):
             resolve_suite("t", {**raw, "width_control": bad})
 
 
+def test_a_tuned_suite_refuses_to_train_a_model_whose_study_is_not_exported(tmp_path, capsys):
+    """paper before its studies: the cells would train at the defaults (hours each) and stop being
+    cells of the suite once the studies land, so the run stops before anything trains."""
+    argv = ["--suite", "paper", "--datasets", "beauty", "--models", "sasrec-ce", "pop", "--seeds", "0", "--out", str(tmp_path), "--no-progress", "--no-report"]
+    assert run.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no exported study yet for 1 dataset/model pair(s) (beauty/sasrec-ce)" in err and "benchmark.tune --suite paper" in err  # pop has nothing to tune
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    smoke = resolve_suite(*load_suite_file("smoke"), tuning_dir=tmp_path)  # tunes sasrec-ce and diffrec only; the rest run at their defaults by design
+    assert run.awaiting_studies(smoke, list(smoke.cells)) == ["ml-100k/sasrec-ce", "ml-100k/diffrec"]
+    (base,) = [c for c in smoke.tune_cells if c.model == "sasrec-ce"]
+    path = best_params_path(tmp_path, tuning_study(base.dataset, base.model, base.key))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"params": {"dropout": 0.2}, "trials": 2, "best_value": 0.1}))
+    smoke = resolve_suite(*load_suite_file("smoke"), tuning_dir=tmp_path)
+    assert run.awaiting_studies(smoke, list(smoke.cells)) == ["ml-100k/diffrec"]
+    assert run.awaiting_studies(resolve_suite(*load_suite_file("quick")), list(resolve_suite(*load_suite_file("quick")).cells)) == []  # defaults by design
+
+
 def test_cli_lists_and_rejects_bad_settings_before_training(capsys):
     assert run.main(["--list"]) == 0
     listing = capsys.readouterr().out
