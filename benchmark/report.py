@@ -367,7 +367,7 @@ def width_tests(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
     baseline run at that width (by mean NDCG@10 of the split), on their common seeds, with the
     Wilcoxon p-value Holm-corrected over the tests of one split. One row per test."""
     part, rows = width_points(frame), []
-    for (dataset, hidden), g in part.groupby(["dataset", "cfg.hidden"], sort=True):
+    for (dataset, hidden), g in part.groupby(["dataset", "cfg.hidden"], sort=True) if not part.empty else []:
         baselines = g[g.model.map(lambda m: family(m) != "diffusion")]
         for model in sorted(m for m in set(g.model) if family(m) == "diffusion") if not baselines.empty else []:
             for split in SPLITS:
