@@ -219,6 +219,20 @@ def awaiting_studies(suite: Suite, cells: list[Cell]) -> list[str]:
     return [f"{d}/{m}" for d, m in pairs if has_parameters(m)]
 
 
+def check_studies(suite: Suite, out: Path, args) -> None:
+    """Refuses (ConfigError) to train the cells of `awaiting_studies` unless --allow-untuned, or
+    --no-tune on a suite that tunes by itself."""
+    if args.allow_untuned or (suite.tune["auto"] and args.no_tune):
+        return
+    pending = [c for c in suite.cells if (args.only is None or (c.tag in MAIN_TAGS) == (args.only == "main")) and not is_done(out, c)]
+    if waiting := awaiting_studies(suite, pending):
+        where = f"run python -m benchmark.tune --suite {suite.name} first" if suite.tune_cells else "this suite tunes none itself: export them first with python -m benchmark.tune on the suite that tunes the dataset it borrows from (params_from)"
+        raise ConfigError(
+            f"suite {suite.name}: no exported study yet for {len(waiting)} dataset/model pair(s) ({', '.join(waiting[:4])}{', ...' if len(waiting) > 4 else ''}), "
+            f"whose cells would train at default hyperparameters; {where}, leave them out with --models, or pass --allow-untuned"
+        )
+
+
 def run_group(
     cells: list[Cell], *, out: Path, data_dir=None, device: str = "cpu", threads: int = 0, progress: bool = False, suite: str = "", keep_checkpoint: bool = False, executor: str = "local"
 ) -> dict[str, dict]:
@@ -332,22 +346,19 @@ def main(argv=None) -> int:
             rows = suite_plan(suite, out)
             print(as_json(suite, rows) if args.json else render(suite, rows, out))
             return 0
+        tunes_first = suite.tune["auto"] and not args.no_tune
+        if not tunes_first:
+            check_studies(suite, out, args)  # before anything is written
         if not args.allow_dirty:
             check_committed_code(out, "benchmark.run")
         check_writable(out / "runs")
         executor = make_executor(args)
-        if suite.tune["auto"] and not args.no_tune:
+        if tunes_first:
             from benchmark.tune import tune_suite
 
             tune_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress, executor=executor)
             suite = suite_from_args(args, p)  # again, now with the tuned parameters
-        if not args.allow_untuned and not (suite.tune["auto"] and args.no_tune):
-            pending = [c for c in suite.cells if (args.only is None or (c.tag in MAIN_TAGS) == (args.only == "main")) and not is_done(out, c)]
-            if waiting := awaiting_studies(suite, pending):
-                raise ConfigError(
-                    f"suite {suite.name}: no exported study yet for {len(waiting)} dataset/model pair(s) ({', '.join(waiting[:4])}{', ...' if len(waiting) > 4 else ''}), "
-                    f"whose cells would train at default hyperparameters; run python -m benchmark.tune --suite {suite.name} first, leave them out with --models, or pass --allow-untuned"
-                )
+            check_studies(suite, out, args)
         run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress, shard=shard, only=args.only, executor=executor)
         if not args.no_report:
             from benchmark.report import write_report

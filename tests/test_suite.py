@@ -265,7 +265,9 @@ def test_a_tuned_suite_refuses_to_train_a_model_whose_study_is_not_exported(tmp_
     assert run.main(argv) == 2
     err = capsys.readouterr().err
     assert "no exported study yet for 1 dataset/model pair(s) (beauty/sasrec-ce)" in err and "benchmark.tune --suite paper" in err  # pop has nothing to tune
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "runs").exists()  # refused before anything is written
+    assert run.main(["--suite", "breadth", "--datasets", "sports", "--models", "svae", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "sports/svae" in (err := capsys.readouterr().err) and "this suite tunes none itself" in err  # breadth borrows beauty's studies
     smoke = resolve_suite(*load_suite_file("smoke"), tuning_dir=tmp_path)  # tunes sasrec-ce and diffrec only; the rest run at their defaults by design
     assert run.awaiting_studies(smoke, list(smoke.cells)) == ["ml-100k/sasrec-ce", "ml-100k/diffrec"]
     (base,) = [c for c in smoke.tune_cells if c.model == "sasrec-ce"]
