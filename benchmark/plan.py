@@ -15,7 +15,9 @@ comes from the finished records in OUT/runs of the same (dataset, model) on the 
   ablation points only score);
 - a trial costs a training of at most [tune] trial_epochs epochs, capped by the suite's
   trial_time_budget_s (or that budget alone when there is no record), without the test scoring and
-  without the pruner's savings (an upper bound).
+  without the pruner's savings (an upper bound); its epochs cost the median seconds per epoch of the
+  study's own completed trials on that device kind where the journal has some (their widths and
+  depths are the search space's, not the records' defaults), else the records'.
 A suite that tunes first (`[tune] auto`) resolves its cells again with the tuned parameters, so
 cells counted before its studies finish may get other keys; the counts stay the same, except the
 width control's cells (`[width_control]`), which exist only once the studies have chosen widths.
@@ -65,24 +67,43 @@ def profiles(records: list[dict]) -> dict[tuple[str, str, str], Profile]:
     return out
 
 
-def trials_done(out: Path, study: str) -> int:
-    """Trials of `study` that use its budget: from the journal when there is one, else from the
-    exported best.json, else 0. Only read: a missing journal is not created."""
+def journal_trials(out: Path, study: str) -> list | None:
+    """The trials of `study` that use its budget, from OUT's journal; None without a journal or
+    without that study in it. Only read: a missing journal is not created."""
     journal = Path(out) / "tuning" / "optuna.journal"
-    if journal.exists():
-        import optuna
+    if not journal.exists():
+        return None
+    import optuna
 
-        from benchmark.studies import counted_trials, make_storage
+    from benchmark.studies import counted_trials, make_storage
 
-        try:
-            study_obj = optuna.load_study(study_name=study, storage=make_storage(str(journal)))
-            return len(counted_trials(study_obj, 10**9))
-        except KeyError:  # no such study in the journal (yet)
-            pass
+    try:
+        return counted_trials(optuna.load_study(study_name=study, storage=make_storage(str(journal))), 10**9)
+    except KeyError:  # no such study in the journal (yet)
+        return None
+
+
+def trials_done(out: Path, study: str) -> int:
+    """Trials of `study` that use its budget: from the journal when it holds the study, else from
+    the exported best.json, else 0."""
+    trials = journal_trials(out, study)
+    if trials is not None:
+        return len(trials)
     best = Path(out) / "tuning" / study / "best.json"
     if best.exists():
         return int(json.loads(best.read_text()).get("trials", 0))
     return 0
+
+
+def trial_epoch_seconds(out: Path, study: str) -> dict[str, float]:
+    """{device kind: median seconds per epoch} of the study's completed trials that name their
+    device (`benchmark.tune` records it), each trial's training seconds over its epochs."""
+    by_kind: dict[str, list[float]] = {}
+    for t in journal_trials(out, study) or []:
+        a = t.user_attrs
+        if t.state.name == "COMPLETE" and a.get("device") and a.get("epochs_run") and a.get("train_seconds") is not None:
+            by_kind.setdefault(device_kind(a["device"]), []).append(a["train_seconds"] / a["epochs_run"])
+    return {kind: median(values) for kind, values in by_kind.items()}
 
 
 @dataclass
@@ -97,14 +118,17 @@ class Row:
     trials: int = 0
     min_epochs: int = 0  # the suite's minimum epochs for this model
     seconds: dict | None = None  # {kind: seconds, or None when no record of that kind}
+    trial_epoch_s: dict | None = None  # {kind: median seconds per epoch of the study's finished trials}
 
 
 def plan_rows(
-    suite: Suite, pending: list[Cell], trials_left: dict[tuple[str, str], int], checkpoints: set[str], profs: dict, trial_budget_s: float = 0.0, trial_epochs: int = 0
+    suite: Suite, pending: list[Cell], trials_left: dict[tuple[str, str], int], checkpoints: set[str], profs: dict, trial_budget_s: float = 0.0, trial_epochs: int = 0,
+    trial_times: dict | None = None,
 ) -> list[Row]:
     """One Row per (dataset, model) with work left, in suite order. `pending`: the cells without a
     record; `trials_left`: {(dataset, model): trials still to run}; `checkpoints`: training keys
-    whose trained model is kept (those cells only score)."""
+    whose trained model is kept (those cells only score); `trial_times`: {(dataset, model): {kind:
+    seconds per epoch of the study's finished trials}}."""
     rows: dict[tuple[str, str], Row] = {}
     todo = {(c.dataset, c.model) for c in pending}
     for c in [*suite.cells, *suite.tune_cells]:
@@ -122,22 +146,30 @@ def plan_rows(
     for (dataset, model), row in rows.items():
         row.trainings = len(trainings.get((dataset, model), set()) - checkpoints)
         row.trials = trials_left.get((dataset, model), 0)
-        row.seconds = {kind: cost(row, profs.get((dataset, model, kind)), trial_budget_s, trial_epochs) for kind in KINDS}
+        row.trial_epoch_s = (trial_times or {}).get((dataset, model), {})
+        row.seconds = {kind: cost(row, profs.get((dataset, model, kind)), trial_budget_s, trial_epochs, row.trial_epoch_s.get(kind)) for kind in KINDS}
     datasets = list(dict.fromkeys(c.dataset for c in [*suite.cells, *suite.tune_cells]))
     return sorted(rows.values(), key=lambda r: datasets.index(r.dataset))  # by dataset, models in suite order
 
 
-def cost(row: Row, prof: Profile | None, trial_budget_s: float = 0.0, trial_epochs: int = 0) -> float | None:
-    """Seconds of a row's work on one device kind, or None when no record there tells."""
-    if prof is None or prof.seconds_per_epoch is None:
-        if row.trainings or row.main or row.ablations or not trial_budget_s:
-            return None
-        return row.trials * trial_budget_s  # trials alone, each capped by the budget
-    epochs = max(prof.epochs, row.min_epochs)
-    train = prof.seconds_per_epoch * epochs
-    trial = prof.seconds_per_epoch * (min(epochs, trial_epochs) if trial_epochs else epochs)
-    trial = min(trial, trial_budget_s) if trial_budget_s else trial
-    return row.trainings * train + (row.main + row.ablations) * prof.eval_seconds + row.trials * trial
+def cost(row: Row, prof: Profile | None, trial_budget_s: float = 0.0, trial_epochs: int = 0, trial_epoch_s: float | None = None) -> float | None:
+    """Seconds of a row's work on one device kind, or None when nothing there tells. A trial's
+    epochs cost the study's own finished trials' median seconds per epoch (`trial_epoch_s`) where
+    there is one, else the records' (which hold no trial's width or depth)."""
+    known = prof is not None and prof.seconds_per_epoch is not None
+    epochs = max(prof.epochs, row.min_epochs) if known else None
+    if trial_epoch_s is not None and (trial_epochs or known):
+        trial = trial_epoch_s * (trial_epochs or epochs)
+    elif known:
+        trial = prof.seconds_per_epoch * (min(epochs, trial_epochs) if trial_epochs else epochs)
+    else:
+        trial = None
+    if trial_budget_s:
+        trial = trial_budget_s if trial is None else min(trial, trial_budget_s)
+    if (row.trials and trial is None) or (not known and (row.trainings or row.main or row.ablations)):
+        return None
+    seconds = row.trials * (trial or 0.0)
+    return seconds + row.trainings * prof.seconds_per_epoch * epochs + (row.main + row.ablations) * prof.eval_seconds if known else seconds
 
 
 def hours(seconds: float | None) -> str:
@@ -180,10 +212,14 @@ def suite_plan(suite: Suite, out: Path) -> list[Row]:
     pending = [c for c in suite.cells if not is_done(out, c)]
     checkpoints = {p.stem for p in (out / "checkpoints").glob("*.pt")}
     budget = suite.tune.get("trials", 0)
-    trials_left = {}
+    trials_left, trial_times = {}, {}
     for c in suite.tune_cells if suite.params == "tuned" else ():  # a suite of defaults uses no study
-        trials_left[c.dataset, c.model] = max(0, budget - trials_done(out, tuning_study(c.dataset, c.model, c.key)))
-    return plan_rows(suite, pending, trials_left, checkpoints, profiles(load_records(out)), suite.tune.get("trial_time_budget_s", 0.0), suite.tune.get("trial_epochs", 0))
+        study = tuning_study(c.dataset, c.model, c.key)
+        trials_left[c.dataset, c.model] = max(0, budget - trials_done(out, study))
+        trial_times[c.dataset, c.model] = trial_epoch_seconds(out, study)
+    return plan_rows(
+        suite, pending, trials_left, checkpoints, profiles(load_records(out)), suite.tune.get("trial_time_budget_s", 0.0), suite.tune.get("trial_epochs", 0), trial_times
+    )
 
 
 def as_json(suite: Suite, rows: list[Row]) -> str:

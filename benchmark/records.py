@@ -178,6 +178,11 @@ def device_kind(device: str) -> str:
     return "cpu" if device.startswith("cpu") else "gpu"
 
 
+def device_name(device: str) -> str:
+    """What a record names as its device: "NVIDIA H200" for a CUDA device, "cpu (AMD EPYC)" else."""
+    return torch.cuda.get_device_name(0) if str(device).startswith("cuda") else f"cpu ({cpu_model()})"
+
+
 def environment(device: str) -> dict:
     versions = {}
     for name in PACKAGES:
@@ -185,12 +190,11 @@ def environment(device: str) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    dev = str(device)
     return {
         "python": platform.python_version(),
         "packages": versions,
         "git_commit": git_commit(),
-        "device": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu ({cpu_model()})",
+        "device": device_name(device),
         "torch_threads": torch.get_num_threads(),
         "host_cpus": os.cpu_count(),
     }

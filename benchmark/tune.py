@@ -60,7 +60,7 @@ from benchmark.cli import add_suite_arguments, check_arguments, check_committed_
 from benchmark.config import ConfigError, build_config
 from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
 from benchmark.metrics import SELECTION_METRIC
-from benchmark.records import atomic_path, code_digest, environment, write_json_atomic
+from benchmark.records import atomic_path, code_digest, device_name, environment, write_json_atomic
 from benchmark.registry import build_model, model_spec
 from benchmark.studies import FINISHED, alive, counted_trials, default_storage, make_storage, open_study, places_to_run, redact, reserved, sweep_stale, within_budget
 from benchmark.suite import Cell, Suite, best_params_path, split_setting, tuning_study
@@ -155,6 +155,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.space)
+        trial.set_user_attr("device", device_name(self.device))  # what --plan estimates a study's remaining trials from
         snapshot, tag = self.snapshot(trial, params)
         try:
             m_part, t_part = split_setting(params, self.cell.model, f"trial {trial.number}")

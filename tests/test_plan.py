@@ -4,7 +4,7 @@ import json
 import optuna
 
 from benchmark import run
-from benchmark.plan import Profile, Row, cost, profiles, trials_done
+from benchmark.plan import Profile, Row, cost, profiles, trial_epoch_seconds, trials_done
 from benchmark.records import device_kind
 
 
@@ -49,6 +49,10 @@ def test_cost_counts_trainings_scoring_and_trials_capped_by_the_budget():
     slow = Row("d", "m", main=1, trainings=1, trials=2, min_epochs=40)
     assert cost(slow, prof) == 40 * 3 + 3 + 2 * 40 * 3
     assert cost(slow, prof, trial_epochs=20) == 40 * 3 + 3 + 2 * 20 * 3
+    # the study's own trials (a 256-wide trial is not a default run) price its remaining trials, with or without records
+    assert cost(slow, prof, trial_epochs=20, trial_epoch_s=10.0) == 40 * 3 + 3 + 2 * 20 * 10
+    assert cost(Row("d", "m", trials=3), None, trial_epochs=20, trial_epoch_s=10.0) == 600.0
+    assert cost(Row("d", "m", trials=3), None, trial_budget_s=60.0, trial_epochs=20, trial_epoch_s=10.0) == 180.0
 
 
 def test_plan_of_the_smoke_suite_from_fake_records(tmp_path, capsys):
@@ -106,6 +110,25 @@ def test_trials_done_reads_the_journal_else_the_export(tmp_path):
     study.optimize(lambda t: 0.0, n_trials=5)
     assert trials_done(tmp_path, "s") == 5
     assert trials_done(tmp_path, "other") == 0
+
+
+def test_a_studys_finished_trials_price_its_remaining_ones_per_device_kind(tmp_path):
+    (tmp_path / "tuning").mkdir()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "tuning" / "optuna.journal")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    timings = [("cpu (AMD EPYC)", 400.0, 40), ("cpu (AMD EPYC)", 1200.0, 40), ("cpu (x86_64)", 2800.0, 40), ("NVIDIA H200", 80.0, 40), (None, 9999.0, 40)]
+    for device, seconds, epochs in timings:  # the last one predates the device attribute: not used
+        trial = study.ask()
+        trial.set_user_attr("train_seconds", seconds)
+        trial.set_user_attr("epochs_run", epochs)
+        if device:
+            trial.set_user_attr("device", device)
+        study.tell(trial, 0.1)
+    pruned = study.ask()
+    pruned.set_user_attr("device", "cpu (AMD EPYC)")
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)  # no timings: stopped by the pruner
+    assert trial_epoch_seconds(tmp_path, "s") == {"cpu": 30.0, "gpu": 2.0}  # median of 10, 30, 70 s per epoch
+    assert trial_epoch_seconds(tmp_path, "other") == {} and trial_epoch_seconds(tmp_path / "none", "s") == {}
 
 
 def test_plan_of_a_committed_suite_neither_refuses_a_dirty_tree_nor_writes(monkeypatch, capsys):

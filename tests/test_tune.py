@@ -131,6 +131,7 @@ def test_trials_stop_at_the_epoch_cap_and_the_pruner_waits_for_its_warmup(tmp_pa
     study = optuna.load_study(study_name=summary["study"], storage=tune.make_storage(tune.default_storage(tmp_path)))
     for trial in study.get_trials():
         assert trial.user_attrs["epochs_run"] == 3 and trial.user_attrs["stopped"] == "epoch budget"
+        assert trial.user_attrs["device"].startswith("cpu (")  # what --plan prices the study's remaining trials by
     assert summary["trial_epochs"] == 3 and summary["pruner"].endswith("from epoch 2")
     assert tune.open_study(summary["study"], study._storage, seed=0, pruner="median", warmup=2).pruner._n_warmup_steps == 2
 
