@@ -249,10 +249,15 @@ class DiffRec(SeqRecModel):
         row = (torch.ones(len(seq), device=inputs.device) if weight is None else weight[seq].detach()) / max(len(seq), 1)  # d loss / d term
         W, b = self.rounding_layer()
         mse = (f - h0).pow(2).mean(-1)[real]
-        ce_loss, ce = softmax_cross_entropy(f[real], W, targets[real], bias=b, row_weights=cfg.ce_weight * row)
+        loss = (cfg.mse_weight * row * mse).sum()
+        if cfg.ce_weight:
+            ce_loss, ce = softmax_cross_entropy(f[real], W, targets[real], bias=b, row_weights=cfg.ce_weight * row)
+            loss = loss + ce_loss
+        else:  # unweighted (the paper's objective): its value for the curves and diffrec.profile, and no backward pass of zeros
+            with torch.no_grad():
+                _, ce = softmax_cross_entropy(f[real], W, targets[real], bias=b)
         terms = {"mse": mse, "ce": ce, "seq": seq}
         per_target = cfg.mse_weight * mse.detach() + cfg.ce_weight * ce
-        loss = (cfg.mse_weight * row * mse).sum() + ce_loss
         if cfg.h0_ce_weight:
             h0_loss, terms["h0_ce"] = softmax_cross_entropy(h0[real], W, targets[real], bias=b, row_weights=cfg.h0_ce_weight * row)
             per_target, loss = per_target + cfg.h0_ce_weight * terms["h0_ce"], loss + h0_loss
