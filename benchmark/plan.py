@@ -169,7 +169,9 @@ def cost(row: Row, prof: Profile | None, trial_budget_s: float = 0.0, trial_epoc
     if (row.trials and trial is None) or (not known and (row.trainings or row.main or row.ablations)):
         return None
     seconds = row.trials * (trial or 0.0)
-    return seconds + row.trainings * prof.seconds_per_epoch * epochs + (row.main + row.ablations) * prof.eval_seconds if known else seconds
+    if known:
+        seconds += row.trainings * prof.seconds_per_epoch * epochs + (row.main + row.ablations) * prof.eval_seconds
+    return seconds
 
 
 def hours(seconds: float | None) -> str:

@@ -369,7 +369,9 @@ def width_tests(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
     part, rows = width_points(frame), []
     for (dataset, hidden), g in part.groupby(["dataset", "cfg.hidden"], sort=True) if not part.empty else []:
         baselines = g[g.model.map(lambda m: family(m) != "diffusion")]
-        for model in sorted(m for m in set(g.model) if family(m) == "diffusion") if not baselines.empty else []:
+        if baselines.empty:
+            continue
+        for model in sorted(m for m in set(g.model) if family(m) == "diffusion"):
             for split in SPLITS:
                 best = baselines.groupby("model")[f"{split}/NDCG@10"].mean().idxmax()
                 mine, theirs = g[g.model == model], g[g.model == best]
@@ -380,7 +382,7 @@ def width_tests(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
                     "dataset": dataset, "hidden": int(hidden), "model": model, "split": split, "baseline": best, "seeds": len(seeds),
                     "mean": mine[f"{split}/NDCG@10"].mean(), "std": mine[f"{split}/NDCG@10"].std(), "base_mean": theirs[f"{split}/NDCG@10"].mean(), "base_std": theirs[f"{split}/NDCG@10"].std(),
                     "p": paired_pvalue(seed_mean_per_user(records, mine.i, ranks), seed_mean_per_user(records, theirs.i, ranks)) if seeds else float("nan"),
-                    "devices": ", ".join(sorted(set(mine.device) | set(theirs.device))),  # one comparison, one device: shown, never averaged away
+                    "devices": frozenset(mine.device) | frozenset(theirs.device),  # one comparison, one device: shown, never averaged away
                 })
     tests = pd.DataFrame(rows, columns=["dataset", "hidden", "model", "split", "baseline", "seeds", "mean", "std", "base_mean", "base_std", "p", "devices", "p_holm"])
     for split in SPLITS:
@@ -401,7 +403,7 @@ def width_markdown(tests: pd.DataFrame) -> str:
             row[f"{label}baseline (seeds)"] = f"{t.baseline} ({t.seeds})"
             row[f"{label}baseline NDCG@10"] = mean_std(t.base_mean, t.base_std, t.seeds) if t.seeds else "–"
             row[f"{label}p (Holm)"] = f"{t.p_holm:.2g}" if pd.notna(t.p_holm) else "–"
-        row["device"] = ", ".join(sorted({d for t in g.itertuples() for d in t.devices.split(", ") if d}))
+        row["device"] = ", ".join(sorted(frozenset().union(*g.devices)))
         rows.append(row)
     return pd.DataFrame(rows).to_markdown(index=False) if rows else ""
 
