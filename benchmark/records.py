@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -50,6 +51,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_with_temps(path: str | Path) -> None:
+    """Removes `path` and the temporaries that writers of it, killed mid-write, left beside it
+    (`.NAME.XXXXXXXX.tmp`, see `atomic_path`). Only for a file that one process at a time writes
+    (a training's snapshot) and that no process writes any more."""
+    path = Path(path)
+    for p in [path, *path.parent.glob(f".{glob.escape(path.name)}.*.tmp")]:
+        p.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:

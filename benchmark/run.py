@@ -44,7 +44,7 @@ from benchmark.cli import add_suite_arguments, check_arguments, check_committed_
 from benchmark.config import ConfigError, build_config
 from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
 from benchmark.metrics import PROTOCOL
-from benchmark.records import RecordError, check_writable, code_digest, environment, git_commit, write_json_atomic
+from benchmark.records import RecordError, check_writable, code_digest, environment, git_commit, remove_with_temps, write_json_atomic
 from benchmark.registry import build_model, has_parameters, model_spec
 from benchmark.suite import MAIN_TAGS, Cell, Suite
 from benchmark.train import TrainConfig, evaluate, fit, load_state, load_trained, save_trained
@@ -305,7 +305,7 @@ def run_suite(
                 f"(masked {m['test_masked']['NDCG@10']:.4f}) HR@10 {m['test']['HR@10']:.4f}  ({record['executor']['node']})"
             )
             bar.update()
-        snapshot_path(out, job["cells"][0]).unlink(missing_ok=True)  # OUT shared with the workers: the finished training's snapshot
+        remove_with_temps(snapshot_path(out, job["cells"][0]))  # OUT shared with the workers: the finished training's snapshot
     bar.close()
     print(f"suite {suite.name}: {len(written)} records written in {time.perf_counter() - t0:.1f}s", flush=True)
     return written

@@ -60,7 +60,7 @@ from benchmark.cli import add_suite_arguments, check_arguments, check_committed_
 from benchmark.config import ConfigError, build_config
 from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
 from benchmark.metrics import SELECTION_METRIC
-from benchmark.records import atomic_path, code_digest, device_name, environment, write_json_atomic
+from benchmark.records import atomic_path, code_digest, device_name, environment, remove_with_temps, write_json_atomic
 from benchmark.registry import build_model, model_spec
 from benchmark.studies import FINISHED, alive, counted_trials, default_storage, make_storage, open_study, places_to_run, redact, reserved, sweep_stale, within_budget
 from benchmark.suite import Cell, Suite, best_params_path, split_setting, tuning_study
@@ -173,9 +173,9 @@ class Objective:
         except CAUGHT as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
-        finally:  # ended, pruned or failed (a killed worker leaves it for the retry)
+        finally:  # ended, pruned or failed (a killed worker leaves it, and any write it had begun, for the retry to remove)
             if snapshot is not None:
-                snapshot.unlink(missing_ok=True)
+                remove_with_temps(snapshot)
         if fitted.resumed_at:
             trial.set_user_attr("resumed_at_epochs", fitted.resumed_at)
         scores = [point["valid"][SELECTION_METRIC] for point in fitted.curve]

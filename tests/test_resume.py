@@ -83,6 +83,8 @@ def test_kill_9_during_training_resumes_from_the_snapshot_with_the_same_result(t
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not list((out / "runs").glob("*.json")), "the kill must land mid-training"
+    (snapshot,) = (out / "snapshots").glob("*.pt")
+    snapshot.with_name(f".{snapshot.name}.0badc0de.tmp").write_bytes(b"half a snapshot")  # as if killed mid-write
     done = subprocess.run(run_command(*args, "--out", str(out)), cwd=PROJECT_ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (a,), (b,) = (list(map(json.loads, map(Path.read_text, (folder / "runs").glob("*.json")))) for folder in (tmp_path / "a", out))

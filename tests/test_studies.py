@@ -93,6 +93,9 @@ def a_killed_worker_is_retried(tmp_path: Path, storage: str) -> None:
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed = running[0].number
+    # as if the kill had landed in the middle of a snapshot's write (the retry removes it at its end)
+    orphan = tmp_path / "out" / "snapshots" / "tuning" / the_study(storage).study_name / f".trial-{killed}.pt.0badc0de.tmp"
+    orphan.write_bytes(b"half a snapshot")
     finish(other)
     trials = assert_budget_met_once_each(the_study(storage), 4)
     dead = trials[killed]
