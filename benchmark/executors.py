@@ -17,12 +17,15 @@ import multiprocessing
 import os
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from benchmark.config import ConfigError
 
 MAX_RETRIES = 3  # system failures (a killed worker, a lost node) per task
+PARENT_POLL_S = 1.0  # how often a local worker process looks whether the process that started it is still there
 RAY_EXTRA = "pip install -e '.[ray]'"
 
 
@@ -34,8 +37,22 @@ def node_name() -> str:
     return socket.gethostname()
 
 
+def end_with_parent(parent: int) -> None:
+    """Initializer of a local worker process: the worker ends at once when the process that started
+    it (`parent`) is gone, instead of running on, orphaned, through its task and the queued ones. Its
+    task is then a killed worker's: a training resumes from its snapshot, a trial is retried."""
+
+    def watch() -> None:
+        while os.getppid() == parent:  # an orphan is adopted by another process
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 class LocalExecutor:
-    """Runs the jobs in this process, or in `workers` spawned processes when there are several."""
+    """Runs the jobs in this process, or in `workers` spawned processes when there are several
+    (each ends with this process: `end_with_parent`)."""
 
     name = "local"
 
@@ -51,7 +68,8 @@ class LocalExecutor:
             for job in jobs:
                 yield job, fn(**job)
             return
-        with concurrent.futures.ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=spawn, initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(fn, **job): job for job in jobs}
             for future in concurrent.futures.as_completed(futures):
                 yield futures[future], future.result()

@@ -1,10 +1,13 @@
 """Executors: the smoke suite's pop and SASRec-CE cells run as Ray tasks on a local Ray (2 CPUs)
 write the records the local executor writes; a worker killed mid-training is retried to the same
 record; an exception of the task's own code is raised once, not retried. Skipped only where Ray is
-not installed (`pip install -e '.[ray]'`; CI installs it)."""
+not installed (`pip install -e '.[ray]'`; CI installs it). Local worker processes end with the
+process that started them."""
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -14,7 +17,8 @@ import pytest
 
 from benchmark import run
 from benchmark.config import ConfigError
-from benchmark.executors import LocalExecutor
+from benchmark.executors import PARENT_POLL_S, LocalExecutor
+from benchmark.records import PROJECT_ROOT
 from benchmark.suite import load_suite_file, resolve_suite
 
 
@@ -102,3 +106,42 @@ def test_ray_options_are_checked_and_a_missing_ray_is_one_line(capsys, monkeypat
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     assert run.main(["--suite", "smoke", "--executor", "ray", "--no-report"]) == 2
     assert capsys.readouterr().err == "error: --executor ray: Ray is not installed; install the extra with pip install -e '.[ray]'\n"
+
+
+def note_pid_and_sleep(folder: str) -> None:
+    Path(folder, str(os.getpid())).touch()
+    time.sleep(300)
+
+
+def running(pid: int) -> bool:
+    """The process exists and is no zombie (an orphan's end may wait for whoever adopted it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_local_workers_end_with_the_process_that_started_them(tmp_path):
+    """`kill PID` of a `benchmark.tune --workers 2` or `benchmark.run --workers 2` stops its workers
+    too, rather than leaving them to run their tasks and the ones queued for them."""
+    script = f"from benchmark.executors import LocalExecutor; from tests.test_executors import note_pid_and_sleep; list(LocalExecutor(2).map(note_pid_and_sleep, [dict(folder={str(tmp_path)!r})] * 4))"
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            workers = [int(p.name) for p in tmp_path.iterdir()]
+        assert len(workers) == 2, "the two workers never started their tasks"
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20 * PARENT_POLL_S
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(running, workers))
+        assert len(list(tmp_path.iterdir())) == 2  # no queued task started after the parent was gone
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
