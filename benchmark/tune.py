@@ -34,7 +34,9 @@ the generic lr/dropout/hidden space (the tool says so). Keys the suite sets expl
 
 A suite's studies share the workers as one queue of trials, study after study (`run_plans`): a
 worker whose study has no trial left to start takes the next study's rather than wait for the last
-running trial of its own, and each study is exported as soon as its budget is finished.
+running trial of its own; which study a trial comes from is decided when a worker is free, so a
+trial that an earlier study lost to a gone worker is run again before a later study's; each study is
+exported as soon as its budget is finished.
 
 The export (`OUT/tuning/<study>/trials.csv` and `best.json`) is what suites with
 params = "tuned" read, and what results/ commits; the storage itself is git-ignored (a file every
@@ -237,7 +239,17 @@ def run_trial(
     trial = study._storage.get_trial(taken[0])
     if trial.user_attrs.get("surplus"):
         return None
-    return {"number": trial.number, "state": trial.state.name, "value": trial.value, "error": trial.user_attrs.get("error"), "params": trial.params, "node": node_name()}
+    return {"study": study_name, "number": trial.number, "state": trial.state.name, "value": trial.value, "error": trial.user_attrs.get("error"), "params": trial.params, "node": node_name()}
+
+
+def run_next_trial(*, studies: list[dict]) -> dict | None:
+    """The unit of work of a suite's trial queue: one trial of the first of `studies` (`run_trial`'s
+    keyword arguments, in queue order) that has a place left, chosen when a worker is free, so a
+    trial that an earlier study lost to a gone worker is run again before a later study's."""
+    for job in studies:
+        if (trial := run_trial(**job)) is not None:
+            return trial
+    return None
 
 
 @dataclasses.dataclass
@@ -309,10 +321,10 @@ def plan_study(
 
 def run_plans(plans: list[Plan], *, out, executor=None, quiet=False) -> list[dict]:
     """Brings every planned study to its budget and exports it; -> the exported summaries, in the
-    plans' order. The trials of all studies go to the executor as one queue, study after study, so
-    a worker whose study has no trial left to start takes the next study's instead of waiting for
-    the last trial of its own; a study is exported as soon as its budget is finished. Trials lost
-    to killed workers are run again afterwards."""
+    plans' order. The trials of all studies go to the executor as one queue, study after study
+    (`run_next_trial`), so a worker whose study has no trial left to start takes the next study's
+    instead of waiting for the last trial of its own, and a trial lost to a gone worker is run again
+    by the next free worker; a study is exported as soon as its budget is finished."""
     executor = executor or LocalExecutor()
     by_name, summaries = {p.name: p for p in plans}, {}
 
@@ -321,15 +333,17 @@ def run_plans(plans: list[Plan], *, out, executor=None, quiet=False) -> list[dic
         if summary:
             print(f"study {plan.name}: best validation {SELECTION_METRIC} {summary['best_value']:.4f} (trial {summary['best_trial']} of {summary['trials']}; default {summary['default_value']}) {summary['params']}", flush=True)
 
-    while jobs := [p.job for p in plans for _ in range(p.places())]:
-        bar = tqdm(total=len(jobs), desc="trials", unit="trial", disable=quiet)
-        for job, trial in executor.map(run_trial, jobs):
+    while places := sum(p.places() for p in plans):
+        bar = tqdm(total=places, desc="trials", unit="trial", disable=quiet)
+        for _, trial in executor.map(run_next_trial, [dict(studies=[p.job for p in plans])] * places):
             bar.update()
-            if trial and not quiet:
+            if trial is None:  # every place was taken by other processes meanwhile
+                continue
+            if not quiet:
                 value = f"{trial['value']:.4f}" if trial["value"] is not None else trial["error"] or "-"
-                tqdm.write(f"  {job['study_name']} trial {trial['number']:3d} {trial['state']:8s} {value}  {trial['params']}  ({trial['node']})")
-            plan = by_name[job["study_name"]]
-            if plan.name not in summaries and len(counted_trials(plan.study(), job["budget"])) >= job["budget"]:
+                tqdm.write(f"  {trial['study']} trial {trial['number']:3d} {trial['state']:8s} {value}  {trial['params']}  ({trial['node']})")
+            plan = by_name[trial["study"]]
+            if plan.name not in summaries and len(counted_trials(plan.study(), plan.job["budget"])) >= plan.job["budget"]:
                 export(plan)
         bar.close()
     for plan in plans:

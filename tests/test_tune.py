@@ -2,6 +2,8 @@
 the test set never read, exports, resumed studies, and two local workers sharing one journal study."""
 import dataclasses
 import json
+import socket
+import time
 
 import optuna
 import pytest
@@ -178,6 +180,29 @@ def test_one_worker_repeats_a_study_exactly_and_each_trial_records_its_seed(tmp_
     assert [t.user_attrs["sampler_seed"] for t in runs[0]] == [tune.sampler_seed(0, n) for n in range(3)]
 
 
+class Recording(LocalExecutor):
+    """One process; records each map's tasks (the study order each task gets) and, per task run,
+    the study it took a trial from with the studies exported before it started."""
+
+    def __init__(self, out, after_first=None):
+        super().__init__(1)
+        self.out, self.after_first, self.queues, self.ran = out, after_first, [], []
+
+    def map(self, fn, jobs):
+        jobs = list(jobs)
+        self.queues.append([[j["study_name"].split("__")[1] for j in job["studies"]] for job in jobs])
+
+        def traced(**job):
+            exported = sorted(p.parent.name.split("__")[1] for p in self.out.glob("tuning/*/best.json"))
+            trial = fn(**job)
+            self.ran.append((trial["study"].split("__")[1], exported))
+            if self.after_first and len(self.ran) == 1:
+                self.after_first()
+            return trial
+
+        yield from super().map(traced, jobs)
+
+
 def test_a_suites_studies_share_one_queue_and_each_is_exported_when_its_budget_is_done(tmp_path, monkeypatch):
     """One queue, study after study: a worker whose study has no trial left to start takes the
     next study's (it never waits for its study's last trial), and each study's best.json is written
@@ -187,21 +212,36 @@ def test_a_suites_studies_share_one_queue_and_each_is_exported_when_its_budget_i
     suite = resolve_suite("t", {**RAW, "models": ["sasrec-ce", "sasrec-bce"], "tune": {"trials": 2}}, files=[(str(path), "sequences")])
     out = tmp_path / "out"
 
-    class Recording(LocalExecutor):
-        queues, started = [], []
-
-        def map(self, fn, jobs):
-            jobs = list(jobs)
-            self.queues.append([j["study_name"].split("__")[1] for j in jobs])
-
-            def traced(**job):
-                self.started.append((job["study_name"].split("__")[1], sorted(p.parent.name.split("__")[1] for p in out.glob("tuning/*/best.json"))))
-                return fn(**job)
-
-            yield from super().map(traced, jobs)
-
-    summaries = tune.tune_suite(suite, out=out, executor=Recording(1), progress=False)
+    recording = Recording(out)
+    summaries = tune.tune_suite(suite, out=out, executor=recording, progress=False)
     assert [s["study"].split("__")[1] for s in summaries] == ["sasrec-ce", "sasrec-bce"] and all(s["trials"] == 2 for s in summaries)
-    assert Recording.queues == [["sasrec-ce", "sasrec-ce", "sasrec-bce", "sasrec-bce"]]
-    assert Recording.started == [("sasrec-ce", []), ("sasrec-ce", []), ("sasrec-bce", ["sasrec-ce"]), ("sasrec-bce", ["sasrec-ce"])]
-    assert tune.tune_suite(suite, out=out, executor=Recording(1), progress=False) and len(Recording.queues) == 1  # done: nothing queued again
+    assert recording.queues == [[["sasrec-ce", "sasrec-bce"]] * 4]  # four tasks, each taking the first study with a place
+    assert recording.ran == [("sasrec-ce", []), ("sasrec-ce", []), ("sasrec-bce", ["sasrec-ce"]), ("sasrec-bce", ["sasrec-ce"])]
+    assert tune.tune_suite(suite, out=out, executor=recording, progress=False) and len(recording.queues) == 1  # done: nothing queued again
+
+
+def test_a_trial_lost_after_the_queue_started_is_run_again_before_a_later_studys(tmp_path, monkeypatch):
+    """A running trial of the first study, on a live worker elsewhere, holds a place when the queue
+    is made, and its worker is gone after the first task: the next free worker runs it again before
+    the second study's trials (not after them), so the first study is done and exported first."""
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
+    path = write_sequences(tmp_path / "chain.txt", chain_dataset(n_items=20, users=80))
+    suite = resolve_suite("t", {**RAW, "models": ["sasrec-ce", "sasrec-bce"]}, files=[(str(path), "sequences")])
+    out, storage = tmp_path / "out", str(tmp_path / "optuna.journal")
+    plans = [tune.plan_study(cell, out=out, budget=2, storage=storage) for cell in suite.tune_cells]
+    first = plans[0].study()
+    elsewhere = first.ask(SMALL_SPACE_DISTRIBUTIONS)
+    for key, value in {"host": "elsewhere", "pid": 1, "heartbeat": time.time()}.items():  # a live worker on another machine
+        first._storage.set_trial_user_attr(elsewhere._trial_id, key, value)
+    assert [p.places() for p in plans] == [1, 2]
+
+    def gone_after_the_first_task():  # as if it had run here, by a process that is gone now
+        first._storage.set_trial_user_attr(elsewhere._trial_id, "host", socket.gethostname())
+        first._storage.set_trial_user_attr(elsewhere._trial_id, "pid", 2**22 + 1)  # above pid_max
+
+    recording = Recording(out, after_first=gone_after_the_first_task)
+    summaries = tune.run_plans(plans, out=out, executor=recording, quiet=True)
+    assert [s["trials"] for s in summaries] == [2, 2]
+    assert recording.ran == [("sasrec-ce", []), ("sasrec-ce", []), ("sasrec-bce", ["sasrec-ce"]), ("sasrec-bce", ["sasrec-ce"])]
+    retry = [t for t in plans[0].study().get_trials() if t.system_attrs.get("failed_trial") == elsewhere.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == elsewhere.params
