@@ -35,6 +35,7 @@ Keys of a suite file (every key is optional except datasets and models):
     [width_control]                         # models at one width: where a model's (tuned) hidden
     reference = "sasrec-ce"                 # differs from the reference's, each also runs at the
     models = ["diffrec", "diffurec"]        # other's width (tag "hidden=W"), its other settings kept
+                                            # (in a tuned suite once both studies are exported)
     seeds = [0, 1, 2]                       # default: each model's main seeds
 
 In `grid`, `points`, `fixed` and in search spaces, a key `train.KEY` addresses the TrainConfig and
@@ -563,6 +564,8 @@ def resolve_suite(
             ref = tuned_base(dataset, reference)
             for model in width["models"][1:]:
                 other = tuned_base(dataset, model)
+                if params_mode == "tuned" and not (ref[2] and other[2]):
+                    continue  # a width not chosen yet (its study is not exported): the pair waits for both
                 if other[0]["hidden"] == ref[0]["hidden"]:
                     continue
                 # each at the other's width, everything else as its own (tuned) base

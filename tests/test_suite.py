@@ -237,10 +237,13 @@ def test_width_control_runs_each_model_at_the_others_tuned_width(tmp_path):
     untuned = resolve_suite("t", raw, tuning_dir=tmp_path)
     assert {c.tag for c in untuned.cells} == {"default"}  # every default width is 64: nothing to match
     widths = {"sasrec-ce": 256, "diffrec": 64, "diffurec": 256}
-    for base in untuned.tune_cells:
+    for base in sorted(untuned.tune_cells, key=lambda c: c.model != "sasrec-ce"):
         path = best_params_path(tmp_path, tuning_study("beauty", base.model, base.key))
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"params": {"hidden": widths[base.model], "dropout": 0.45}, "trials": 20, "best_value": 0.5}))
+        if base.model == "sasrec-ce":  # the reference tuned, the others not yet: their widths are not chosen, no control yet
+            half = resolve_suite("t", raw, tuning_dir=tmp_path)
+            assert {(c.model, c.tag) for c in half.cells} == {("sasrec-ce", "tuned"), ("diffrec", "default"), ("diffurec", "default")}
     suite = resolve_suite("t", raw, tuning_dir=tmp_path)
     control = {(c.dataset, c.model, c.tag, c.seed): c for c in suite.cells if c.tag != "tuned"}
     # diffurec's width equals SASRec-CE's: no control; diffrec runs at 256, SASRec-CE at 64, each on its main seeds
