@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from benchmark import run
+from benchmark import records, run
 from benchmark.config import ConfigError
 from benchmark.registry import MODELS
 from benchmark.suite import Cell, best_params_path, load_suite_file, resolve_suite, suite_names, tuning_study
@@ -261,9 +261,11 @@ def test_width_control_runs_each_model_at_the_others_tuned_width(tmp_path):
             resolve_suite("t", {**raw, "width_control": bad})
 
 
-def test_a_tuned_suite_refuses_to_train_a_model_whose_study_is_not_exported(tmp_path, capsys):
+def test_a_tuned_suite_refuses_to_train_a_model_whose_study_is_not_exported(tmp_path, capsys, monkeypatch):
     """paper before its studies: the cells would train at the defaults (hours each) and stop being
-    cells of the suite once the studies land, so the run stops before anything trains."""
+    cells of the suite once the studies land, so the run stops before anything trains. The
+    committed studies are hidden: as they land, this would otherwise train their cells for hours."""
+    monkeypatch.setattr(records, "RESULTS_DIR", tmp_path / "no-committed-results")
     argv = ["--suite", "paper", "--datasets", "beauty", "--models", "sasrec-ce", "pop", "--seeds", "0", "--out", str(tmp_path), "--no-progress", "--no-report"]
     assert run.main(argv) == 2
     err = capsys.readouterr().err
