@@ -463,23 +463,25 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
         tests = significance(main, records, split)
         sig_frames.append(tests.assign(split=split))
         bs, alone = blocks(main, split, tests)
+        if not bs:  # every dataset has one model: no table, so no card, legend or cost either
+            md_sections.append(f"## {title}\n\n{markdown_tables(bs, alone)}\n")
+            continue
         card = protocol_card([records[i] for i in main.i])
         note = means_note(int(tests.p_holm.notna().sum()) if not tests.empty else 0, ALPHA)
         md_sections.append(f"## {title}\n\nProtocol card:\n\n{card_markdown(card)}\n\n{note}\n\n{markdown_tables(bs, alone)}\n")
-        if bs:
-            label = f"tab:{suite}-{split}"
-            std_note = f"Test metrics ×100, standard deviation over seeds (a model with one seed has none). {DIRTY_NOTE}."
-            tex_sections.append(
-                f"% Protocol card ({title})\n{card_latex(card)}\n"
-                + latex_means(bs, tex_caption(suite, title, note, see=f"{label}-std"), label) + "\n\n"
-                + latex_stds(bs, tex_caption(suite, title, std_note), f"{label}-std") + "\n"
-            )
+        label = f"tab:{suite}-{split}"
+        std_note = f"Test metrics ×100, standard deviation over seeds (a model with one seed has none). {DIRTY_NOTE}."
+        tex_sections.append(
+            f"% Protocol card ({title})\n{card_latex(card)}\n"
+            + latex_means(bs, tex_caption(suite, title, note, see=f"{label}-std"), label) + "\n\n"
+            + latex_stds(bs, tex_caption(suite, title, std_note), f"{label}-std") + "\n"
+        )
     summary = {"suite": suite, "tables": [], "figures": [], "records": len(frame), "main": md_sections, "card": card, "tex": ""}
     widths = width_tests(frame, records)
     if md_sections and not widths.empty:
         md_sections.append(f"## At one width\n\n{WIDTH_NOTE}\n\n{width_markdown(widths)}\n")
         tex_sections.append(latex_width(widths, latex_escape(f"Suite {suite}, the models at one width: test NDCG@10 ×100, mean ± std over the seeds of each comparison. " + WIDTH_NOTE.replace("`", "")), f"tab:{suite}-width") + "\n")
-    if md_sections:
+    if tex_sections:  # some table compares models: their cost beside it
         cost = cost_frame(main[main.dataset.isin(main.groupby("dataset").model.nunique().loc[lambda n: n > 1].index)])  # as the main tables
         md_sections.append(f"## Cost\n\n{COST_NOTE}\n\n{markdown_cost(cost)}\n")
         tex_sections.append(latex_cost(cost, latex_escape(f"Suite {suite}: parameters, training and test seconds (mean over seeds). " + COST_NOTE.replace("test s / 1k users", "test s/1k").replace("the devices column names where the seeds ran", f"tables/{suite}.md names the devices")), f"tab:{suite}-cost") + "\n")
@@ -488,6 +490,9 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
             write_text(tables / f"{suite}.md", f"# Suite `{suite}`: test metrics\n\n" + "\n".join(md_sections)),
             write_text(tables / f"{suite}.tex", TEX_HEADER + summary["tex"]),
         ]
+    elif md_sections:
+        summary["tables"].append(write_text(tables / f"{suite}.md", f"# Suite `{suite}`: test metrics\n\n" + "\n".join(md_sections)))
+    if sig_frames:
         sig = pd.concat(sig_frames)
         if not sig.empty:
             summary["tables"].append(write_text(tables / f"{suite}_significance.csv", sig.to_csv(index=False)))

@@ -292,6 +292,20 @@ def test_a_new_report_leaves_no_stale_output_of_a_suite(results, monkeypatch):
     assert stale[0].exists() and kept.read_text() == "an earlier PDF"  # a report that fails removes nothing
 
 
+def test_a_suite_where_no_dataset_has_two_models_gets_no_table_legend_or_cost(tmp_path):
+    """Its first cells in: only the note that they are left out, no empty LaTeX or cost table."""
+    for seed in range(2):
+        r = fake_record("beauty", "sasrec-ce", seed, np.arange(N_USERS))
+        write_json_atomic(tmp_path / "runs" / f"{r['key']}.json", r)
+    paths = report.write_report(tmp_path)
+    md = (tmp_path / "tables" / "demo.md").read_text()
+    assert md.count("Left out (one model only, nothing to compare): beauty.") == 2  # unmasked and masked
+    assert "Holm" not in md and "## Cost" not in md and "Protocol card" not in md
+    assert not (tmp_path / "tables" / "demo.tex").exists() and tmp_path / "tables" / "demo.tex" not in paths
+    readme = (tmp_path / "README.md").read_text()
+    assert "Left out (one model only, nothing to compare): beauty." in readme[readme.index("## Suite `demo`"):]
+
+
 def test_the_protocol_card_names_the_datasets_where_tuning_differs():
     # studies are per dataset: a model tuned on beauty and run with defaults on toys must say both
     assert report.tuning_per_dataset({"beauty": "8 trials (study s)", "toys": "defaults (untuned)"}) == "beauty 8 trials (study s), toys defaults (untuned)"
