@@ -45,7 +45,7 @@ from benchmark.data import DataError
 from benchmark.metrics import per_user_metrics
 from benchmark.records import RESULTS_DIR, RecordError, atomic_path, default_out, load_records, read_record, tuning_dirs
 from benchmark.registry import MODELS
-from benchmark.suite import MAIN_TAGS, committed_suites, load_suite_file, resolve_suite, suite_names
+from benchmark.suite import MAIN_TAGS, Suite, committed_suites, load_suite_file, resolve_suite, suite_names
 from benchmark.tables import (
     COST_NOTE, DIRTY_NOTE, SUBJECT, TABLE_METRICS, TEX_SIZE, blocks, cost_frame, family, is_subject, latex_cost, latex_escape, latex_means, latex_stds, latex_width, markdown_cost,
     markdown_tables, means_note, pdflatex, INSTALL_HINT, LatexError,
@@ -413,26 +413,35 @@ def natural_key(text: str) -> list:
     return [(0, float(part), "") if part[:1].isdigit() else (1, 0.0, part) for part in re.split(r"(\d+(?:\.\d+)?)", text) if part]
 
 
-def resolved_cells(suite: str, out: Path) -> list | None:
-    """The cells of a packaged suite as it is defined now, with OUT's tuned parameters (None if it
-    is not a packaged suite or cannot be resolved here)."""
+def resolved_suite(suite: str, out: Path) -> Suite | None:
+    """A packaged suite as it is defined now, with OUT's tuned parameters (None if it is not a
+    packaged suite or cannot be resolved here)."""
     if suite not in suite_names():
         return None
     try:
-        return list(resolve_suite(*load_suite_file(suite), tuning_dir=tuning_dirs(out)).cells)
+        return resolve_suite(*load_suite_file(suite), tuning_dir=tuning_dirs(out))
     except (ConfigError, DataError):
         return None
 
 
-def missing_cells(defined: list | None, done: set[str]) -> dict[str, list[int]] | None:
-    """The suite's cells without a record: {"dataset / model / tag": [seeds]} in suite order (None
-    when the suite's cells are unknown)."""
+AWAITING = "awaiting its study"
+AWAITING_NOTE = (
+    f"\"{AWAITING}\": the suite wants this model tuned and its study is not exported yet; these cells train at the "
+    "study's best parameters once it is (`benchmark.run` refuses them until then), not at the defaults their tag names now."
+)
+
+
+def missing_cells(defined: Suite | None, done: set[str]) -> dict[str, list[int]] | None:
+    """The suite's cells without a record: {"dataset / model / tag": [seeds]} in suite order, the
+    pairs whose study is awaited marked so (None when the suite's cells are unknown)."""
     if defined is None:
         return None
+    awaiting = set(defined.awaiting_studies(defined.cells))
     missing: dict[str, list[int]] = {}
-    for c in defined:
+    for c in defined.cells:
         if c.key not in done:
-            missing.setdefault(f"{c.dataset} / {c.model} / {c.tag}", []).append(c.seed)
+            note = f" ({AWAITING})" if f"{c.dataset}/{c.model}" in awaiting else ""
+            missing.setdefault(f"{c.dataset} / {c.model} / {c.tag}{note}", []).append(c.seed)
     return missing
 
 
@@ -450,8 +459,8 @@ def tex_caption(suite: str, split_title: str, note: str, see: str = "") -> str:
 
 def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) -> dict:
     """Writes one suite's tables (and figures if `draw`); returns what the README and the PDF need."""
-    defined = resolved_cells(suite, out)
-    frame = suite_frame(suite, records, None if defined is None else {c.key for c in defined})
+    defined = resolved_suite(suite, out)
+    frame = suite_frame(suite, records, None if defined is None else {c.key for c in defined.cells})
     if frame.empty:
         return {"suite": suite, "tables": [], "figures": [], "records": 0, "main": [], "missing": missing_cells(defined, set()), "card": [], "tex": ""}
     main = main_frame(frame)
@@ -561,6 +570,8 @@ def readme(summaries: list[dict], out: Path) -> str:
             count = sum(map(len, s["missing"].values()))
             lines += [f"Missing cells ({count}, relative to the suite file as it is now):", ""]
             lines += [f"- {m}: seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}" for m, seeds in s["missing"].items()] + [""]
+            if any(AWAITING in m for m in s["missing"]):
+                lines += [AWAITING_NOTE, ""]
         else:
             lines += ["No missing cells.", ""]
     return "\n".join(lines)
@@ -657,10 +668,10 @@ def with_superseded(records: list[dict], found: list[str], out: Path) -> tuple[l
     copies appended, suites to report)."""
     extra, names = [], []
     for suite in found:
-        defined = resolved_cells(suite, out)
+        defined = resolved_suite(suite, out)
         if defined is None:
             continue
-        keys = {c.key for c in defined}
+        keys = {c.key for c in defined.cells}
         old = [{**r, "suite": suite + SUPERSEDED} for r in records if r.get("suite") == suite and r["key"] not in keys]
         if old:
             extra += old

@@ -45,7 +45,7 @@ from benchmark.config import ConfigError, build_config
 from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
 from benchmark.metrics import PROTOCOL
 from benchmark.records import RecordError, check_writable, code_digest, environment, git_commit, remove_with_temps, write_json_atomic
-from benchmark.registry import build_model, has_parameters, model_spec
+from benchmark.registry import build_model, model_spec
 from benchmark.suite import MAIN_TAGS, Cell, Suite
 from benchmark.train import TrainConfig, evaluate, fit, load_state, load_trained, save_trained
 
@@ -208,24 +208,13 @@ def check_saved_states(out: Path, todo: list[Cell], shared: Counter) -> None:
                     raise
 
 
-def awaiting_studies(suite: Suite, cells: list[Cell]) -> list[str]:
-    """The "dataset/model" pairs of `cells` that would train at default hyperparameters only
-    because their study has not been exported yet: the suite wants tuned parameters, tunes that
-    model ([tune] models, else every model of the suite), and the model has something to tune."""
-    if suite.params != "tuned":
-        return []
-    expected = set(suite.tune.get("models") or {c.model for c in suite.cells})
-    pairs = dict.fromkeys((c.dataset, c.model) for c in cells if c.model in expected and f"{c.dataset}/{c.model}" in suite.untuned)
-    return [f"{d}/{m}" for d, m in pairs if has_parameters(m)]
-
-
 def check_studies(suite: Suite, out: Path, args) -> None:
-    """Refuses (ConfigError) to train the cells of `awaiting_studies` unless --allow-untuned, or
+    """Refuses (ConfigError) to train the cells of `Suite.awaiting_studies` unless --allow-untuned, or
     --no-tune on a suite that tunes by itself."""
     if args.allow_untuned or (suite.tune["auto"] and args.no_tune):
         return
     pending = [c for c in suite.cells if (args.only is None or (c.tag in MAIN_TAGS) == (args.only == "main")) and not is_done(out, c)]
-    if waiting := awaiting_studies(suite, pending):
+    if waiting := suite.awaiting_studies(pending):
         where = f"run python -m benchmark.tune --suite {suite.name} first" if suite.tune_cells else "this suite tunes none itself: export them first with python -m benchmark.tune on the suite that tunes the dataset it borrows from (params_from)"
         raise ConfigError(
             f"suite {suite.name}: no exported study yet for {len(waiting)} dataset/model pair(s) ({', '.join(waiting[:4])}{', ...' if len(waiting) > 4 else ''}), "

@@ -63,7 +63,7 @@ import tomllib
 
 from benchmark.config import ConfigError, build_config, config_dict
 from benchmark.data import DATASETS, DEFAULT_CORE, FORMATS, DataError, sha256_file
-from benchmark.registry import MODELS, model_spec
+from benchmark.registry import MODELS, has_parameters, model_spec
 from benchmark.train import MAX_SEED, TrainConfig
 
 SUITE_KEYS = {"commit", "description", "datasets", "models", "seeds", "model_seeds", "params", "params_from", "data", "train", "model", "train_model", "tune", "ablation", "width_control"}
@@ -205,6 +205,16 @@ class Suite:
     fixed: dict = field(default_factory=dict)  # model -> keys the suite sets explicitly (tuning leaves them alone)
     params: str = "defaults"  # "tuned": its cells take their studies' best trials
     width: dict = field(default_factory=dict)  # [width_control] resolved: {"models": [reference, ...], "seeds"?}
+
+    def awaiting_studies(self, cells) -> list[str]:
+        """The "dataset/model" pairs of `cells` that would train at default hyperparameters only
+        because their study has not been exported yet: the suite wants tuned parameters, tunes that
+        model ([tune] models, else every model of the suite), and the model has something to tune."""
+        if self.params != "tuned":
+            return []
+        expected = set(self.tune.get("models") or {c.model for c in self.cells})
+        pairs = dict.fromkeys((c.dataset, c.model) for c in cells if c.model in expected and f"{c.dataset}/{c.model}" in self.untuned)
+        return [f"{d}/{m}" for d, m in pairs if has_parameters(m)]
 
 
 # ---------------------------------------------------------------------------------------------

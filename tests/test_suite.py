@@ -274,14 +274,14 @@ def test_a_tuned_suite_refuses_to_train_a_model_whose_study_is_not_exported(tmp_
     assert run.main(["--suite", "breadth", "--datasets", "sports", "--models", "svae", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "sports/svae" in (err := capsys.readouterr().err) and "this suite tunes none itself" in err  # breadth borrows beauty's studies
     smoke = resolve_suite(*load_suite_file("smoke"), tuning_dir=tmp_path)  # tunes sasrec-ce and diffrec only; the rest run at their defaults by design
-    assert run.awaiting_studies(smoke, list(smoke.cells)) == ["ml-100k/sasrec-ce", "ml-100k/diffrec"]
+    assert smoke.awaiting_studies(smoke.cells) == ["ml-100k/sasrec-ce", "ml-100k/diffrec"]
     (base,) = [c for c in smoke.tune_cells if c.model == "sasrec-ce"]
     path = best_params_path(tmp_path, tuning_study(base.dataset, base.model, base.key))
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"params": {"dropout": 0.2}, "trials": 2, "best_value": 0.1}))
     smoke = resolve_suite(*load_suite_file("smoke"), tuning_dir=tmp_path)
-    assert run.awaiting_studies(smoke, list(smoke.cells)) == ["ml-100k/diffrec"]
-    assert run.awaiting_studies(resolve_suite(*load_suite_file("quick")), list(resolve_suite(*load_suite_file("quick")).cells)) == []  # defaults by design
+    assert smoke.awaiting_studies(smoke.cells) == ["ml-100k/diffrec"]
+    assert (quick := resolve_suite(*load_suite_file("quick"))).awaiting_studies(quick.cells) == []  # defaults by design
 
 
 def test_cli_lists_and_rejects_bad_settings_before_training(capsys):
