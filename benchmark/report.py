@@ -495,12 +495,10 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
         md_sections.append(f"## Cost\n\n{COST_NOTE}\n\n{markdown_cost(cost)}\n")
         tex_sections.append(latex_cost(cost, latex_escape(f"Suite {suite}: parameters, training and test seconds (mean over seeds). " + COST_NOTE.replace("test s / 1k users", "test s/1k").replace("the devices column names where the seeds ran", f"tables/{suite}.md names the devices")), f"tab:{suite}-cost") + "\n")
         summary["tex"] = "\n".join(tex_sections)
-        summary["tables"] += [
-            write_text(tables / f"{suite}.md", f"# Suite `{suite}`: test metrics\n\n" + "\n".join(md_sections)),
-            write_text(tables / f"{suite}.tex", TEX_HEADER + summary["tex"]),
-        ]
-    elif md_sections:
+    if md_sections:
         summary["tables"].append(write_text(tables / f"{suite}.md", f"# Suite `{suite}`: test metrics\n\n" + "\n".join(md_sections)))
+    if summary["tex"]:
+        summary["tables"].append(write_text(tables / f"{suite}.tex", TEX_HEADER + summary["tex"]))
     if sig_frames:
         sig = pd.concat(sig_frames)
         if not sig.empty:
