@@ -39,8 +39,9 @@ trial that an earlier study lost to a gone worker is run again before a later st
 exported as soon as its budget is finished.
 
 The export (`OUT/tuning/<study>/trials.csv` and `best.json`) is what suites with
-params = "tuned" read, and what results/ commits; the storage itself is git-ignored (a file every
-run appends to).
+params = "tuned" read. results/ commits it and the journal too, so that a study outlives the
+machine it started on: another machine continues it from the committed journal (the trials that
+were running there are failed as a gone worker's and run again).
 """
 from __future__ import annotations
 

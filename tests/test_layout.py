@@ -242,3 +242,12 @@ def test_a_committed_suite_refuses_uncommitted_code_unless_allowed(tmp_path):
     assert clean.returncode == 0, clean.stderr[-3000:]
     (record,) = (repo / "results" / "runs").glob("chain__pop__*__s1__*.json")
     assert json.loads(record.read_text())["environment"]["git_commit"] == head
+
+
+def test_the_tuning_journal_is_committed_and_its_locks_are_not():
+    """A study outlives the machine it started on only through the committed journal; the lock
+    files that Optuna's journal backend makes beside it are the machine's own."""
+    tuning = RESULTS_DIR.relative_to(PROJECT_ROOT) / "tuning"
+    paths = [str(tuning / name) for name in ("optuna.journal", "optuna.journal.lock", "optuna.journal.lock1f2e.rename", "optuna.db")]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.split()
+    assert ignored == paths[1:]
