@@ -37,9 +37,10 @@ Deviations and choices:
   max_len - 1 history items ([v_2, ..., v_T, slot] when the history fills the window); training
   drops the oldest input column of a full window for the same reason (at most one of a long user's
   targets per epoch). Position ids follow benchmark.layers.position_ids like SASRec's.
-- Scales: item vectors are E(v) * sqrt(d) (as SASRec's inputs; `item_scale="one"`: E(v), which
-  the paper leaves open) both as history tokens and as h^0, embeddings initialised with std
-  `init_std`; the forward noise has unit variance per coordinate.
+- Scales: item vectors are E(v) * sqrt(d) (as SASRec's inputs; the paper leaves it open:
+  `item_scale="one"` is E(v), "unit" E(v) / init_std, unit variance per coordinate at init) both
+  as history tokens and as h^0, embeddings initialised with std `init_std`; the forward noise has
+  unit variance per coordinate.
   z_n goes through a DDPM-style MLP (d -> 4d -> d, SiLU; `step_embedding="mlp"`, the paper's raw
   sinusoid is `"raw"`), because the raw sinusoid (norm sqrt(d/2)) drowned the history in a
   prototype.
@@ -112,7 +113,7 @@ from diffrec.schedule import Schedule, ScheduleKind, at_step, make_betas, make_s
 from diffrec.step_sampler import StepSampling, make_step_sampler
 
 
-ItemScale = Literal["sqrt_d", "one"]
+ItemScale = Literal["sqrt_d", "one", "unit"]
 Transition = Literal["target", "all"]
 MAX_FINAL_ABAR = 0.01  # abar_N above this is not "pure noise" (linear betas with N = 1 give 0.9)
 
@@ -128,7 +129,7 @@ class DiffRecConfig:
     heads: int = 2
     dropout: float = 0.3
     init_std: float = 0.02
-    item_scale: ItemScale = "sqrt_d"  # item vectors are E(v) * sqrt(d) (as SASRec's inputs) or E(v) ("one")
+    item_scale: ItemScale = "sqrt_d"  # item vectors are E(v) * sqrt(d) (as SASRec's inputs), E(v) ("one") or E(v) / init_std ("unit")
     transition: Transition = "target"  # h ~ N(E(v), beta0 I) for the target only, or for every token ("all", the paper)
     step_embedding: StepEmbedding = "mlp"
     step_tokens: StepTokens = "slot"  # the paper: "all"
@@ -207,9 +208,15 @@ class DiffRec(SeqRecModel):
         self.apply(partial(init_weights, std=cfg.init_std))
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
-        """(...,) item ids -> (..., d) the vectors that are diffused and attended to: E(v) sqrt(d) or E(v)."""
-        vectors = self.item_emb(items)
-        return vectors * self.cfg.hidden**0.5 if self.cfg.item_scale == "sqrt_d" else vectors
+        """(...,) item ids -> (..., d) the vectors that are diffused and attended to: E(v) times
+        sqrt(d), 1 or 1 / init_std (`item_scale`)."""
+        return self.item_emb(items) * self.item_multiplier
+
+    @property
+    def item_multiplier(self) -> float:
+        """"unit" gives the item vectors unit variance per coordinate at initialisation, the scale
+        of the forward noise (and of Diffusion-LM's embeddings, PyTorch's N(0, 1) default)."""
+        return {"sqrt_d": self.cfg.hidden**0.5, "one": 1.0, "unit": 1.0 / self.cfg.init_std}[self.cfg.item_scale]
 
     def rounding_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The rounding transition's W (n_items + 1, d), padding row 0 never scored, and b (n_items + 1,) or None."""

@@ -185,11 +185,15 @@ def test_training_never_reads_the_inference_keys():
         assert all(torch.equal(states[0][k], other[k]) for k in states[0])
 
 
-def test_item_scale_switches_between_sasrec_scale_and_raw_embeddings():
+def test_item_scale_switches_between_sasrec_scale_raw_embeddings_and_the_noise_scale():
     items = torch.tensor([1, 5, 9])
-    scaled, raw = make(item_scale="sqrt_d"), make(item_scale="one")
+    scaled, raw, unit = make(item_scale="sqrt_d"), make(item_scale="one"), make(item_scale="unit", init_std=0.05)
     torch.testing.assert_close(scaled.embed(items), scaled.item_emb(items) * 4.0)  # sqrt(16)
     torch.testing.assert_close(raw.embed(items), raw.item_emb(items))
+    torch.testing.assert_close(unit.embed(items), unit.item_emb(items) * 20.0)  # 1 / 0.05
+    torch.manual_seed(0)
+    vectors = DiffRec(DiffRecConfig(hidden=64, item_scale="unit"), n_items=500, max_len=MAX_LEN).embed(torch.arange(1, 501))
+    assert 0.9 < float(vectors.std()) < 1.1  # the forward noise's scale at initialisation
 
 
 @pytest.mark.parametrize("transition", ["target", "all"])
