@@ -66,7 +66,7 @@ from benchmark.metrics import SELECTION_METRIC
 from benchmark.records import atomic_path, code_digest, device_name, environment, remove_with_temps, write_json_atomic
 from benchmark.registry import build_model, model_spec
 from benchmark.studies import FINISHED, alive, counted_trials, default_storage, make_storage, open_study, places_to_run, redact, reserved, sweep_stale, within_budget
-from benchmark.suite import Cell, Suite, best_params_path, split_setting, tuning_study
+from benchmark.suite import Cell, Suite, best_params_path, read_best, split_setting, tuning_study
 from benchmark.train import TrainConfig, fit
 
 GENERIC_SPACE = {"train.lr": ("log", 1e-4, 1e-2), "dropout": ("float", 0.0, 0.5), "hidden": ("choice", [64, 128, 256])}
@@ -290,8 +290,18 @@ def plan_study(
     fixed=(), data_dir=None, device="cpu", threads=0, describe: str = "",
 ) -> Plan | None:
     """Opens the study of one base cell (trial 0 = the defaults, queued on a fresh study; the trials
-    of gone workers queued again) and says where it stands; None when the model has nothing to tune."""
+    of gone workers queued again) and says where it stands; None when the model has nothing to tune
+    or the study's export already holds its whole budget.
+
+    An export that holds the budget is final: the study is not opened, its export not rewritten
+    (best.json names the code and machine of its export). An export without its study in the
+    storage (the journal of another machine, or lost) cannot be continued: refused, since a study
+    started again would overwrite it."""
     name = tuning_study(cell.dataset, cell.model, cell.key)
+    exported = read_best(Path(out) / "tuning", name)
+    if exported is not None and exported["trials"] >= budget:
+        print(f"study {name}: exported with {exported['trials']} of {budget} trials ({best_params_path(Path(out) / 'tuning', name)}); nothing to run", flush=True)
+        return None
     space, origin = search_space(cell.model, tuple(fixed))
     _, split, max_len = load_data(cell, data_dir)
     probe, _ = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len)
@@ -303,7 +313,13 @@ def plan_study(
     url = storage or default_storage(out)
     if "://" not in url:  # a journal file: the same file for workers in another working folder
         url = str(Path(url).resolve())
-    study = open_study(name, make_storage(url), seed=seed, pruner=pruner, warmup=warmup)
+    backend = make_storage(url)
+    if exported is not None and name not in optuna.get_all_study_names(backend):
+        raise ConfigError(
+            f"study {name}: {best_params_path(Path(out) / 'tuning', name)} holds {exported['trials']} of {budget} trials, but the storage {redact(url)} does not hold the study, so it cannot"
+            " be continued (check out the committed journal, or move the export away to run the study again from trial 0)"
+        )
+    study = open_study(name, backend, seed=seed, pruner=pruner, warmup=warmup)
     for number in sweep_stale(study):
         print(f"study {name}: trial {number} lost its worker; failed and queued again", flush=True)
     if not study.get_trials(deepcopy=False):
@@ -357,10 +373,16 @@ def tune_cell(cell: Cell, *, out, budget: int, executor=None, quiet=False, **set
     """Brings the study of one base cell to `budget` trials, one task of `executor` (default: this
     process) per trial, and exports it; returns the exported summary (None when the model has
     nothing to tune). Other processes may work on the same study meanwhile: tasks are submitted
-    until the budget is held by finished or live running trials. `settings`: `plan_study`'s."""
+    until the budget is held by finished or live running trials; a study whose export already
+    holds the budget returns that export. `settings`: `plan_study`'s."""
     executor = executor or LocalExecutor()
     plan = plan_study(cell, out=out, budget=budget, describe=executor.describe(), **settings)
-    return (run_plans([plan], out=out, executor=executor, quiet=quiet) or [None])[0] if plan else None
+    return (run_plans([plan], out=out, executor=executor, quiet=quiet) or [None])[0] if plan else export_of(cell, out)
+
+
+def export_of(cell: Cell, out) -> dict | None:
+    """The exported summary (best.json) of the cell's study in OUT, or None."""
+    return read_best(Path(out) / "tuning", tuning_study(cell.dataset, cell.model, cell.key))
 
 
 def export_study(
@@ -404,7 +426,8 @@ def export_study(
 
 
 def tune_suite(suite: Suite, *, out, storage: str | None = None, executor=None, data_dir=None, device="cpu", threads=0, progress=True) -> list[dict]:
-    """Every study of the suite, in its order, brought to the [tune] budget (`run_plans`)."""
+    """Every study of the suite, in its order, brought to the [tune] budget (`run_plans`); -> the
+    exports of its studies, those finished earlier included."""
     t, executor = suite.tune, executor or LocalExecutor()
     plans = [
         plan_study(
@@ -413,7 +436,8 @@ def tune_suite(suite: Suite, *, out, storage: str | None = None, executor=None, 
         )
         for cell in suite.tune_cells
     ]
-    return run_plans([p for p in plans if p], out=out, executor=executor, quiet=not progress)
+    run_plans([p for p in plans if p], out=out, executor=executor, quiet=not progress)
+    return [summary for cell in suite.tune_cells if (summary := export_of(cell, out))]
 
 
 def main(argv=None) -> int:

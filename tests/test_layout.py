@@ -78,7 +78,7 @@ def test_the_readme_smoke_run_leaves_the_repository_untouched(tmp_path):
     again = run_in(repo, "--suite", "smoke", "--data-dir", data, "--no-progress", "--no-report")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{len(records)} already done, 0 to run" in again.stdout
-    assert again.stdout.count("2 of 2 trials done") == 2
+    assert again.stdout.count("exported with 2 of 2 trials") == 2  # finished studies are neither rerun nor re-exported
     assert len(list((out / "runs").glob("*.json"))) == len(records)
     assert changes(repo) == []
 

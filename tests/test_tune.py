@@ -4,6 +4,7 @@ import dataclasses
 import json
 import socket
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -81,6 +82,24 @@ def test_study_never_reads_the_test_set_and_exports_its_budget(tmp_path, base_ce
     assert len(study.get_trials()) == 2
     tune.tune_cell(base_cell, out=tmp_path, budget=3, seed=0, quiet=True)
     assert [t.number for t in study.get_trials()] == [0, 1, 2]
+
+
+def test_an_exported_study_is_final_and_one_without_its_journal_is_not_started_again(tmp_path, base_cell, monkeypatch):
+    """A fresh machine or clone holds the committed exports; tuning again must neither rerun nor
+    re-export a study whose export holds its budget, nor start a study again from trial 0 (to
+    overwrite its export later) when its journal is missing."""
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
+    summary = tune.tune_cell(base_cell, out=tmp_path, budget=2, seed=0, quiet=True)
+    export = tmp_path / "tuning" / summary["study"]
+    before = {f.name: f.read_bytes() for f in export.iterdir()}
+    journal = Path(tune.default_storage(tmp_path))
+    journal.unlink()  # the machine that ran the study is gone
+    assert tune.tune_cell(base_cell, out=tmp_path, budget=2, seed=0, quiet=True) == summary
+    assert {f.name: f.read_bytes() for f in export.iterdir()} == before and not journal.exists()
+    with pytest.raises(ConfigError, match=f"study {summary['study']}: .*best.json holds 2 of 3 trials, but the storage .* does not hold the study"):
+        tune.tune_cell(base_cell, out=tmp_path, budget=3, seed=0, quiet=True)
+    assert {f.name: f.read_bytes() for f in export.iterdir()} == before
+    assert optuna.get_all_study_names(tune.make_storage(str(journal))) == []  # refused before the study was created
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
