@@ -118,7 +118,7 @@ def figure_noise(part: pd.DataFrame, folder: Path) -> list[Path]:
         means.plot.bar(ax=ax, yerr=s["std"].unstack("noising"), capsize=3, rot=0, color=[("0.3", "0.75")[i % 2] for i in range(means.shape[1])], edgecolor="black")
         ax.set(ylabel=f"test {metric}", xlabel="", title=metric)
         ax.get_legend().remove()  # one legend for both panels, outside them: it covers no bar
-    fig.legend(*axes[0].get_legend_handles_labels(), title="noise (sampler)", loc="outside right upper", fontsize=7, title_fontsize=7)
+    fig.legend(*axes[0].get_legend_handles_labels(), title="noise (sampler)", loc="outside right center", fontsize=7, title_fontsize=7)
     return save(fig, folder, "noise_target_vs_sequence")
 
 
@@ -162,7 +162,7 @@ def figure_cost(points: pd.DataFrame, folder: Path) -> list[Path]:
         handles.append(Line2D([], [], linestyle="", marker="o", markersize=4, color="0.7", label="other settings\n(ablation table)"))
     handles.append(Line2D([], [], color="0.4", linestyle="--", linewidth=0.8, label="Pareto front"))
     handles += [Line2D([], [], linestyle="", marker=marker[d], color="0.3", label=d) for d in sorted(shown.device.unique())]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
+    fig.legend(handles=handles, loc="outside right center", fontsize=7)
     return save(fig, folder, "quality_vs_cost")
 
 
@@ -181,7 +181,7 @@ def figure_curves(main: pd.DataFrame, records: list[dict], folder: Path) -> list
             ax.plot([p["epoch"] for p in curve], [p["valid"][SELECTION_METRIC] for p in curve], marker=".", color=model_color(model), label=model)
         ax.set(title=dataset, xlabel="epoch", ylabel=f"validation {SELECTION_METRIC}")
     models = ordered_models(main[main.dataset.isin(datasets)].model)
-    fig.legend(handles=[Line2D([], [], color=model_color(m), marker=".", label=m) for m in models], loc="outside right upper", fontsize=7)
+    fig.legend(handles=[Line2D([], [], color=model_color(m), marker=".", label=m) for m in models], loc="outside right center", fontsize=7)
     return save(fig, folder, "validation_curves")
 
 
