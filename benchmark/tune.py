@@ -320,6 +320,14 @@ def plan_study(
             " be continued (check out the committed journal, or move the export away to run the study again from trial 0)"
         )
     study = open_study(name, backend, seed=seed, pruner=pruner, warmup=warmup)
+    drawn_from, now = study.user_attrs.get("space"), space_record(space)
+    if drawn_from is None:  # a new study, or one begun before studies recorded their space
+        study.set_user_attr("space", now)
+    elif drawn_from != now:
+        raise ConfigError(
+            f"study {name}: its trials were drawn from another search space ({drawn_from}) than {origin} gives now ({now}); restore that space, or delete the study"
+            f" from {redact(url)} to run it again from trial 0 with this one"
+        )
     for number in sweep_stale(study):
         print(f"study {name}: trial {number} lost its worker; failed and queued again", flush=True)
     if not study.get_trials(deepcopy=False):
@@ -380,6 +388,11 @@ def tune_cell(cell: Cell, *, out, budget: int, executor=None, quiet=False, **set
     return (run_plans([plan], out=out, executor=executor, quiet=quiet) or [None])[0] if plan else export_of(cell, out)
 
 
+def space_record(space: dict) -> dict:
+    """The search space as plain JSON data (as a study's user attribute and its export keep it)."""
+    return {key: [v if not isinstance(v, tuple) else list(v) for v in spec] for key, spec in space.items()}
+
+
 def export_of(cell: Cell, out) -> dict | None:
     """The exported summary (best.json) of the cell's study in OUT, or None."""
     return read_best(Path(out) / "tuning", tuning_study(cell.dataset, cell.model, cell.key))
@@ -412,7 +425,7 @@ def export_study(
         "best_value": best.value,
         "params": best.params,
         "default_value": default.value if default else None,
-        "space": {k: list(v) for k, v in space.items()},
+        "space": space_record(space),
         "space_origin": origin,
         "sampler": f"TPE, seeded per trial from [tune] seed {seed} and the trial number (each trial's sampler_seed)",
         "pruner": f"{pruner} on validation {SELECTION_METRIC} per evaluation" + (f", from epoch {warmup}" if pruner == "median" and warmup else ""),

@@ -102,6 +102,18 @@ def test_an_exported_study_is_final_and_one_without_its_journal_is_not_started_a
     assert optuna.get_all_study_names(tune.make_storage(str(journal))) == []  # refused before the study was created
 
 
+def test_a_study_continues_only_with_the_search_space_its_trials_were_drawn_from(tmp_path, base_cell, monkeypatch):
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (SMALL_SPACE, "test space"))
+    summary = tune.tune_cell(base_cell, out=tmp_path, budget=1, seed=0, quiet=True)
+    study = optuna.load_study(study_name=summary["study"], storage=tune.make_storage(tune.default_storage(tmp_path)))
+    assert study.user_attrs["space"] == summary["space"] == json.loads(json.dumps(tune.space_record(SMALL_SPACE)))
+    wider = {**SMALL_SPACE, "hidden": ("choice", [16, 32])}
+    monkeypatch.setattr(tune, "search_space", lambda model, fixed=(): (wider, "test space"))
+    with pytest.raises(ConfigError, match=f"study {summary['study']}: its trials were drawn from another search space .*'hidden'"):
+        tune.tune_cell(base_cell, out=tmp_path, budget=2, seed=0, quiet=True)
+    assert len(study.get_trials()) == 1
+
+
 class AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial) -> bool:
         return True
