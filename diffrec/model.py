@@ -214,8 +214,9 @@ class DiffRec(SeqRecModel):
 
     @property
     def item_multiplier(self) -> float:
-        """"unit" gives the item vectors unit variance per coordinate at initialisation, the scale
-        of the forward noise (and of Diffusion-LM's embeddings, PyTorch's N(0, 1) default)."""
+        """What E(v) is multiplied by. With "unit" the item vectors have unit variance per
+        coordinate at initialisation: the forward noise's scale (and Diffusion-LM's embeddings',
+        PyTorch's N(0, 1) default)."""
         return {"sqrt_d": self.cfg.hidden**0.5, "one": 1.0, "unit": 1.0 / self.cfg.init_std}[self.cfg.item_scale]
 
     def rounding_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
