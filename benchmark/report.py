@@ -499,10 +499,9 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
         summary["tables"].append(write_text(tables / f"{suite}.md", f"# Suite `{suite}`: test metrics\n\n" + "\n".join(md_sections)))
     if summary["tex"]:
         summary["tables"].append(write_text(tables / f"{suite}.tex", TEX_HEADER + summary["tex"]))
-    if sig_frames:
-        sig = pd.concat(sig_frames)
-        if not sig.empty:
-            summary["tables"].append(write_text(tables / f"{suite}_significance.csv", sig.to_csv(index=False)))
+    sig = pd.concat(sig_frames)  # one frame per split, empty where no dataset holds two models
+    if not sig.empty:
+        summary["tables"].append(write_text(tables / f"{suite}_significance.csv", sig.to_csv(index=False)))
     ablations = ablation_markdown(frame, records)
     if ablations:
         noise = noise_markdown(frame, records)

@@ -298,9 +298,9 @@ def plan_study(
     storage (the journal of another machine, or lost) cannot be continued: refused, since a study
     started again would overwrite it."""
     name = tuning_study(cell.dataset, cell.model, cell.key)
-    exported = read_best(Path(out) / "tuning", name)
+    exported, export_path = export_of(cell, out), best_params_path(Path(out) / "tuning", name)
     if exported is not None and exported["trials"] >= budget:
-        print(f"study {name}: exported with {exported['trials']} of {budget} trials ({best_params_path(Path(out) / 'tuning', name)}); nothing to run", flush=True)
+        print(f"study {name}: exported with {exported['trials']} of {budget} trials ({export_path}); nothing to run", flush=True)
         return None
     space, origin = search_space(cell.model, tuple(fixed))
     _, split, max_len = load_data(cell, data_dir)
@@ -316,7 +316,7 @@ def plan_study(
     backend = make_storage(url)
     if exported is not None and name not in optuna.get_all_study_names(backend):
         raise ConfigError(
-            f"study {name}: {best_params_path(Path(out) / 'tuning', name)} holds {exported['trials']} of {budget} trials, but the storage {redact(url)} does not hold the study, so it cannot"
+            f"study {name}: {export_path} holds {exported['trials']} of {budget} trials, but the storage {redact(url)} does not hold the study, so it cannot"
             " be continued (check out the committed journal, or move the export away to run the study again from trial 0)"
         )
     study = open_study(name, backend, seed=seed, pruner=pruner, warmup=warmup)
