@@ -36,7 +36,7 @@ MODELS: dict[str, ModelSpec] = {
     # 0.0330 against 0.0281, seed 0). SASRec-CE keeps the shared defaults.
     "sasrec-bce": ModelSpec(SASRec, SASRecConfig, {"loss": "bce", "hidden": 128}, train={"lr": 7e-4}, about="SASRec, BCE with one sampled negative (Kang & McAuley 2018)"),
     "sasrec-ce": ModelSpec(SASRec, SASRecConfig, {"loss": "ce"}, about="SASRec, full softmax CE (Klenitskiy & Vasilev 2023)"),
-    "sasrec-ss": ModelSpec(SASRec, SASRecConfig, {"loss": "ss"}, about="SASRec, sampled softmax over 256 uniform negatives shared by the batch (eSASRec paper, Tikhonovich et al. 2025)"),
+    "sasrec-ss": ModelSpec(SASRec, SASRecConfig, {"loss": "ss"}, about="SASRec, sampled softmax over 256 uniform negatives per sequence (eSASRec paper, Tikhonovich et al. 2025)"),
     "pop": ModelSpec(Pop, PopConfig, about="Most popular training items, the same list for every user"),
     "svae": ModelSpec(SVAE, SVAEConfig, train={"lr": 3e-3}, about="SVAE: GRU encoder, per-step Gaussian latent, multinomial decoder (Sachdeva et al. 2019)"),
     "contrastvae": ModelSpec(ContrastVAE, ContrastVAEConfig, train={"lr": 3e-3}, about="ContrastVAE: Transformer VAE, two views, ELBOs + InfoNCE (Wang et al. 2022)"),

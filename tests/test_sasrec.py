@@ -86,16 +86,43 @@ def _log_sigmoid(x):
 
 
 def test_ss_loss_matches_a_hand_computed_case():
-    """4 items, d = 2, two rows, negatives (2, 3) shared; row 1's target 2 is also a negative (an
-    accidental hit), which must leave its softmax and its gBCE sum."""
+    """4 items, d = 2; sequence 0 has one padded and one real position (negatives 2 and 3), sequence 1
+    two real positions (negatives 2 and 4). Position (1, 0)'s target 2 is also one of its sequence's
+    negatives (an accidental hit), which must leave its softmax and its gBCE sum; the padded position
+    must leave the mean."""
     weight = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
-    h = torch.tensor([[1.0, 2.0], [2.0, -1.0]], dtype=torch.float64)
-    pos, neg = torch.tensor([1, 2]), torch.tensor([2, 3])
-    # row 0: target logit 1, negatives 2 and 3; row 1: target logit -1, negative 3 at 1 (2 is the hit)
-    softmax = (math.log(math.e**1 + math.e**2 + math.e**3) - 1 + math.log(math.e**-1 + math.e**1) + 1) / 2
-    torch.testing.assert_close(ss_loss(h, weight, pos, neg, n_items=4), torch.tensor(softmax, dtype=torch.float64))
+    h = torch.tensor([[[9.0, 9.0], [1.0, 2.0]], [[2.0, -1.0], [0.0, 1.0]]], dtype=torch.float64)  # (B=2, L=2, d=2)
+    targets = torch.tensor([[0, 1], [2, 3]])
+    neg = torch.tensor([[2, 3], [2, 4]])
+    # (0, 1): target logit 1, negatives at 2 and 3; (1, 0): target logit -1, negative 4 at -2 (2 is the
+    # hit); (1, 1): target logit 1, negatives at 1 and 0
+    softmax = (
+        math.log(math.e**1 + math.e**2 + math.e**3) - 1
+        + math.log(math.e**-1 + math.e**-2) + 1
+        + math.log(math.e**1 + math.e**1 + math.e**0) - 1
+    ) / 3
+    torch.testing.assert_close(ss_loss(h, weight, targets, neg, n_items=4), torch.tensor(softmax, dtype=torch.float64))
     # gBCE, t = 0.5: alpha = k / (n - 1) = 2/3, beta = alpha (t (1 - 1/alpha) + 1/alpha) = 5/6
     beta = 5 / 6
-    row0 = -(beta * _log_sigmoid(1) + _log_sigmoid(-2) + _log_sigmoid(-3)) / 3
-    row1 = -(beta * _log_sigmoid(-1) + _log_sigmoid(-1)) / 3
-    torch.testing.assert_close(ss_loss(h, weight, pos, neg, n_items=4, t=0.5), torch.tensor((row0 + row1) / 2, dtype=torch.float64))
+    a = -(beta * _log_sigmoid(1) + _log_sigmoid(-2) + _log_sigmoid(-3)) / 3
+    b = -(beta * _log_sigmoid(-1) + _log_sigmoid(2)) / 3
+    c = -(beta * _log_sigmoid(1) + _log_sigmoid(-1) + _log_sigmoid(0)) / 3
+    torch.testing.assert_close(ss_loss(h, weight, targets, neg, n_items=4, t=0.5), torch.tensor((a + b + c) / 3, dtype=torch.float64))
+
+
+def test_ss_negatives_are_drawn_per_sequence():
+    """Each sequence of a batch gets its own k negatives (the batch does not share one set): with the
+    random draw replayed, the model's loss equals ss_loss on those (B, k) negatives and differs from
+    the loss with sequence 0's negatives given to every sequence."""
+    model = SASRec(SASRecConfig(loss="ss", hidden=8, layers=1, heads=1, dropout=0.0, negatives=5), n_items=50, max_len=6).eval()
+    inputs = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9], [0, 0, 10, 11]])
+    targets = torch.tensor([[0, 4, 5, 6], [7, 8, 9, 10], [0, 0, 11, 12]])
+    batch = Batch(inputs=inputs, targets=targets, users=torch.arange(3))
+    torch.manual_seed(0)
+    loss, _ = model.loss(batch)
+    torch.manual_seed(0)
+    neg = torch.randint(1, 51, (3, 5))
+    assert len({tuple(row) for row in neg.tolist()}) == 3
+    h = model.hidden_states(inputs)
+    torch.testing.assert_close(loss, ss_loss(h, model.item_emb.weight, targets, neg, 50))
+    assert not torch.allclose(loss, ss_loss(h, model.item_emb.weight, targets, neg[:1].expand(3, -1), 50))
