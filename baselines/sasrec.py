@@ -36,9 +36,10 @@ Deviations and choices:
   product per sequence, where per-position negatives gather M x k rows (6,400 x 256 x 64 floats =
   420 MB at batch 128 and length 50). Each position still sees k uniform negatives, drawn apart
   from every other sequence's. Measured on beauty (quick suite, defaults, seed 0, one CPU thread,
-  three runs sharing two cores): per position, validation NDCG@10 0.0407, test 0.0315, masked
-  0.0460, 43.7 s/epoch; per sequence 0.0397, 0.0317 and 0.0453 at 17.5 s/epoch. One set shared by
-  the whole batch, this model's first form, gave 0.0375, 0.0294 and 0.0402: it pushes only k items
+  three runs sharing two cores): per sequence, validation NDCG@10 0.0397, test 0.0317, masked
+  0.0453 at 17.5 s/epoch; per position (an exploratory run of a modified copy, not committed)
+  0.0407, 0.0315 and 0.0460 at 43.7 s/epoch. One set shared by the whole batch, this model's first
+  form (the quick record made at 1f548a59), gave 0.0375, 0.0294 and 0.0402: it pushes only k items
   down per step, each with the summed gradient of every row (probably also why it loses: Adam then
   moves those rarely-updated embedding rows in outsized steps).
 - A negative may equal the target (an accidental hit, probability about k / n per row): it gets a
