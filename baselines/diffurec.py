@@ -34,7 +34,9 @@ Deviations from the authors' code, and choices:
   prefixes; k > 0 = only each user's k most recent training targets, every user each epoch (1 =
   the last target only). A prefix cannot share computation with the others (the noised target is
   added at every one of its positions), so the cost grows with the number of prefixes: k bounds it
-  on long sequences such as MovieLens.
+  on long sequences such as MovieLens. The encoder takes them `PACK` at a time, sorted by length
+  and each group cut to its longest, not the batch's (M, L) at once: on beauty 54% of the (M, L)
+  positions are real, and an epoch took 1.6-2.2x less CPU time so.
 - `window` (default 50, the code's max_len): the approximator reads the last `window` history
   items (0 = the split's whole window).
 - The step s is drawn uniformly. The code calls a "lossaware" sampler that is never updated,
@@ -95,6 +97,9 @@ def all_prefixes(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 def recent_targets(targets: torch.Tensor, k: int) -> torch.Tensor:
     """targets: (B, L) left-padded -> the same with all but each row's k most recent targets zeroed."""
     return F.pad(targets[:, -k:], (targets.shape[1] - min(k, targets.shape[1]), 0))
+
+
+PACK = 256  # training prefixes per encoder call (see `DiffuRec.loss`)
 
 
 @dataclass(frozen=True)
@@ -159,11 +164,14 @@ class DiffuRec(SeqRecModel):
         seqs = seqs[:, -self.cfg.window :] if self.cfg.window else seqs
         return self.emb_ln(self.emb_drop(self.item_emb(seqs))), seqs > 0
 
-    def approximate(self, h: torch.Tensor, keep: torch.Tensor, x_s: torch.Tensor, s: torch.Tensor, generator=None) -> torch.Tensor:
-        """f(history, x_s, s) -> x0_hat (B, d). h: (B, L, d), keep: (B, L), x_s: (B, d), s: (B,)."""
+    def uncertainty(self, shape: torch.Size, generator=None, device=None) -> torch.Tensor:
+        """lambda ~ N(delta, delta^2) per position and dimension: (B, L, d)."""
+        return self.cfg.delta + self.cfg.delta * torch.randn(shape, generator=generator, device=device)
+
+    def approximate(self, h: torch.Tensor, keep: torch.Tensor, x_s: torch.Tensor, s: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """f(history, x_s, s) -> x0_hat (B, d). h, lam: (B, L, d), keep: (B, L), x_s: (B, d), s: (B,)."""
         cfg = self.cfg
         cond = x_s + self.step_mlp(step_embedding(s * (1000.0 / cfg.steps), cfg.hidden))  # (B, d)
-        lam = cfg.delta + cfg.delta * torch.randn(h.shape, generator=generator, device=h.device)  # (B, L, d)
         z = h + lam * cond[:, None]
         return self.encoder(z, keep, attention_mask(keep, causal=False), tail=1)[:, 0]  # the last position only
 
@@ -178,17 +186,27 @@ class DiffuRec(SeqRecModel):
 
     def loss(self, batch: Batch):
         targets = recent_targets(batch.targets, self.cfg.targets) if self.cfg.targets else batch.targets
-        seqs, target = all_prefixes(batch.inputs, targets)
+        seqs, target = all_prefixes(batch.inputs, targets)  # (M, L), (M,)
+        seqs = seqs[:, -self.cfg.window :] if self.cfg.window else seqs
+        lengths, order = (seqs > 0).sum(1).sort()  # shortest prefixes first
+        seqs, target = seqs[order], target[order]
         x0 = self.item_emb(target)  # (M, d)
         s = torch.randint(0, self.cfg.steps, target.shape, device=target.device)
         x_s = self.q_sample(x0, s, torch.randn_like(x0))
-        x0_hat = self.approximate(*self.history(seqs), x_s, s)
+        lam = self.uncertainty(seqs.shape + (self.cfg.hidden,), device=seqs.device)  # (M, L, d)
+        # PACK prefixes of similar length at a time, each group cut to its longest: the outputs are
+        # those of the whole (M, L) batch (padding is inert), at about half its cost on the Amazon sets.
+        x0_hat = []
+        for i in range(0, len(target), PACK):
+            g, w = slice(i, i + PACK), int(lengths[min(i + PACK, len(target)) - 1])
+            x0_hat.append(self.approximate(*self.history(seqs[g, -w:]), x_s[g], s[g], lam[g, -w:]))
+        x0_hat = torch.cat(x0_hat)  # (M, d)
         return softmax_cross_entropy(x0_hat, self.item_emb.weight, target)[0], {}  # rounding: dot products with the table
 
     def score(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         h, keep = self.history(seqs)  # deterministic in eval mode: shared by all steps
         x = torch.randn(seqs.shape[0], self.cfg.hidden, generator=generator, device=seqs.device)
         for s in reversed(range(self.cfg.steps)):
-            x0_hat = self.approximate(h, keep, x, torch.full((seqs.shape[0],), s, device=seqs.device), generator)
+            x0_hat = self.approximate(h, keep, x, torch.full((seqs.shape[0],), s, device=seqs.device), self.uncertainty(h.shape, generator, seqs.device))
             x = self.reverse_step(x0_hat, x, s, torch.randn(x.shape, generator=generator, device=x.device) if s > 0 else None)
         return item_scores(x, self.item_emb.weight)  # (B, n_items + 1)

@@ -56,12 +56,15 @@ from torch import nn
 from baselines.sasrec import SASRec, SASRecConfig
 from benchmark.layers import TransformerEncoder, attention_mask, position_ids
 from benchmark.model import Batch, SeqRecModel
+from benchmark.output import softmax_cross_entropy_and_samples
 
 
 def policy_gradient_loss(log_probs: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
     """REINFORCE with a leave-one-out baseline. log_probs, rewards: (M, K), K >= 2 actions sampled
     in the same state. Advantage of a sample = its reward - mean reward of the other K - 1 samples
-    (the baseline does not depend on the sample, so the estimator stays unbiased)."""
+    (the baseline does not depend on the sample, so the estimator stays unbiased). A row's
+    advantages sum to zero, so `log_probs` may be shifted by any per-row constant (the logits of a
+    softmax policy will do): the loss and its gradient stay the same."""
     K = rewards.shape[1]
     baseline = (rewards.sum(1, keepdim=True) - rewards) / (K - 1)
     return -((rewards - baseline).detach() * log_probs).mean()
@@ -185,11 +188,10 @@ class MFGAN(SeqRecModel):
         g_opt, d_opt = optimizers
         real = batch.targets > 0
         pos = batch.targets[real]  # (M,)
-        # The padding row is left out of the softmax (column j is item j + 1) rather than set to -inf in
-        # place, which would make autograd copy the whole (M, n_items) gradient.
-        logits = self.generator.hidden_states(batch.inputs)[real] @ self.generator.item_emb.weight[1:].T  # (M, n_items)
-        log_probs = F.log_softmax(logits, -1)
-        fake = torch.multinomial(log_probs.detach().exp(), self.cfg.samples, replacement=True) + 1  # (M, K) item ids
+        h, table = self.generator.hidden_states(batch.inputs)[real], self.generator.item_emb.weight  # (M, d), (n_items + 1, d)
+        # The generator's maximum-likelihood loss and K items drawn from it per position, in one
+        # chunked pass over the catalogue: no (M, n_items) logits or log-probabilities are kept.
+        mle, _, fake = softmax_cross_entropy_and_samples(h, table, pos, self.cfg.samples)  # fake: (M, K) item ids
 
         # Discriminators: real next items -> 1, generated ones -> 0.
         judged = self.judge(batch.inputs, real, torch.cat([pos[:, None], fake], 1))  # name -> (M, 1 + K)
@@ -202,10 +204,12 @@ class MFGAN(SeqRecModel):
         d_opt.step()
 
         # Generator: policy gradient on the discriminators' reward, or maximum likelihood.
-        mle = F.nll_loss(log_probs, pos - 1)
         rewards = torch.stack([torch.sigmoid(z[:, 1:].detach()) for z in judged.values()]).mean(0)  # (M, K)
         if self.adversarial:
-            g_loss = policy_gradient_loss(log_probs.gather(1, fake - 1), rewards) + self.cfg.mle_weight * mle
+            # The samples' logits stand for their log-probabilities: the two differ by the row's
+            # log-normaliser, which the leave-one-out advantages (zero-sum per row) cancel.
+            fake_logits = (h[:, None] * table[fake]).sum(-1)  # (M, K)
+            g_loss = policy_gradient_loss(fake_logits, rewards) + self.cfg.mle_weight * mle
         else:
             g_loss = mle
         g_opt.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from baselines import diffurec
 from baselines.diffurec import DiffuRec, DiffuRecConfig, all_prefixes, recent_targets, step_embedding, truncated_linear_betas
 from benchmark.model import Batch
 from benchmark.output import item_scores, softmax_cross_entropy
@@ -89,3 +90,22 @@ def test_padding_row_never_learns(targets):
     grad = model.item_emb.weight.grad
     assert torch.isfinite(loss) and grad[1:].abs().sum() > 0
     assert grad[0].abs().sum() == 0  # left out of the softmax, masked in attention
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_prefixes_in_length_groups_give_the_whole_batchs_loss_and_gradients(window, monkeypatch):
+    torch.manual_seed(0)
+    model = DiffuRec(DiffuRecConfig(hidden=16, layers=2, heads=2, steps=4, window=window, targets=0), n_items=12, max_len=6).eval()  # no dropout
+    batch = Batch(torch.tensor([[0, 0, 1, 2, 3], [4, 5, 6, 7, 8], [0, 0, 0, 9, 10]]), torch.tensor([[0, 0, 2, 3, 4], [5, 6, 7, 8, 9], [0, 0, 0, 10, 11]]), torch.arange(3))
+
+    def loss_and_grads(pack):
+        monkeypatch.setattr(diffurec, "PACK", pack)
+        torch.manual_seed(1)  # the same steps, noise and lambdas
+        loss, _ = model.loss(batch)
+        return loss, torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+
+    whole, grads = loss_and_grads(10**6)  # one group of 10 prefixes, lengths 1-5, cut to 5
+    packed, packed_grads = loss_and_grads(2)  # five groups, cut to 1, 2, 2, 3 and 5 (window 3: 1, 2, 2, 3, 3)
+    torch.testing.assert_close(packed, whole)
+    for got, ref in zip(packed_grads, grads):
+        torch.testing.assert_close(got, ref)

@@ -29,6 +29,16 @@ def test_policy_gradient_value_and_gradient_by_hand():
     torch.testing.assert_close(logits.grad, torch.tensor([[-0.5, 0.5, 0.0]]))
 
 
+def test_policy_gradient_of_logits_equals_that_of_log_probabilities():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    actions, rewards = torch.randint(0, 6, (4, 3), generator=g), torch.rand(4, 3, generator=g, dtype=torch.float64)
+    loss = policy_gradient_loss(logits.gather(1, actions), rewards)
+    ref = policy_gradient_loss(torch.log_softmax(logits, -1).gather(1, actions), rewards)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(torch.autograd.grad(loss, logits)[0], torch.autograd.grad(ref, logits)[0])
+
+
 def test_rewarded_action_becomes_more_likely():
     p = _probs_after_one_step([[1.0, 0.0]])
     assert p[0] > 1 / 3 > p[1]

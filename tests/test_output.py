@@ -1,10 +1,12 @@
 import math
 
+import numpy as np
 import pytest
+from scipy import stats
 import torch
 import torch.nn.functional as F
 
-from benchmark.output import item_scores, mixture_log_probs, softmax_cross_entropy
+from benchmark.output import item_scores, mixture_log_probs, softmax_cross_entropy, softmax_cross_entropy_and_samples
 
 
 def plain(h, weight, targets, bias=None, row_weights=None):
@@ -57,6 +59,37 @@ def test_cross_entropy_through_a_tied_table_and_without_gradients():
     with torch.no_grad():
         loss, per_target = softmax_cross_entropy(h, weight, targets, chunk=2)
     torch.testing.assert_close(per_target, plain(h, weight, targets)[1].detach())
+
+
+@pytest.mark.parametrize("chunk", [3, 64])
+def test_samples_come_from_each_rows_softmax_beside_the_same_loss(chunk):
+    h, weight, _, targets, _ = inputs(bias=False)
+    torch.manual_seed(0)
+    loss, per_target, drawn = softmax_cross_entropy_and_samples(h, weight, targets, 2, chunk=chunk)
+    ref_loss, ref_per_target = plain(h, weight, targets)
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(per_target, ref_per_target.detach())
+    torch.testing.assert_close(torch.autograd.grad(loss, [h, weight]), torch.autograd.grad(ref_loss, [h, weight]))
+    assert drawn.shape == (7, 2) and not drawn.requires_grad
+    # rows whose softmax puts nearly all mass on one item (a different one per row) draw that item:
+    # each row's draws come from its own logits, across chunk boundaries, and ids are shifted past padding
+    peaked = 50.0 * weight.detach()[[4, 11, 1, 7, 2, 9, 4]]  # (M, d): row i's top item is, by far, that row of the table
+    with torch.no_grad():
+        _, _, drawn = softmax_cross_entropy_and_samples(peaked, weight.detach(), targets, 3, chunk=chunk)
+    assert drawn.tolist() == [[t] * 3 for t in (peaked @ weight.detach()[1:].T).argmax(1).add(1).tolist()]
+
+
+def test_samples_follow_the_softmax_frequencies():
+    g = torch.Generator().manual_seed(2)
+    weight = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    h = torch.randn(1, 3, generator=g, dtype=torch.float64).expand(2000, 3)  # one distribution, 2000 rows
+    torch.manual_seed(3)
+    with torch.no_grad():
+        _, _, drawn = softmax_cross_entropy_and_samples(h, weight, torch.ones(2000, dtype=torch.long), 4, chunk=128)
+    assert drawn.min() >= 1  # never the padding row
+    p = torch.softmax(h[0] @ weight[1:].T, -1).numpy()
+    counts = np.bincount(drawn.flatten().numpy() - 1, minlength=5)
+    assert stats.chisquare(counts, p * counts.sum()).pvalue > 1e-3
 
 
 def test_cross_entropy_rejects_mismatched_shapes():
