@@ -61,7 +61,7 @@ def _reduce(losses: torch.Tensor, row_weights: torch.Tensor | None) -> torch.Ten
     return losses.mean() if row_weights is None else (row_weights * losses).sum()
 
 
-def _chunked(h, weight, bias, targets, row_weights, chunk: int, need: tuple[bool, bool, bool], samples: int = 0):
+def _chunked(h, weight, bias, targets, row_weights, chunk: int, need: tuple[bool, bool, bool], samples: int):
     """-> (grad_h, grad_weight, grad_bias) of `_reduce(losses)` (None where not needed), losses (M,),
     and (M, samples) item ids drawn from each row's softmax.
     Each chunk's logits are held transposed, (V, c): with MKL on this CPU, W h^T is 1.7x faster than
