@@ -73,7 +73,7 @@ def test_samples_come_from_each_rows_softmax_beside_the_same_loss(chunk):
     assert drawn.shape == (7, 2) and not drawn.requires_grad
     # rows whose softmax puts nearly all mass on one item (a different one per row) draw that item:
     # each row's draws come from its own logits, across chunk boundaries, and ids are shifted past padding
-    peaked = 50.0 * weight.detach()[[4, 11, 1, 7, 2, 9, 4]]  # (M, d): row i's top item is, by far, that row of the table
+    peaked = 50.0 * weight.detach()[[4, 11, 1, 7, 2, 9, 4]]  # (M, d): large logits, so each row's argmax takes ~all its mass
     with torch.no_grad():
         _, _, drawn = softmax_cross_entropy_and_samples(peaked, weight.detach(), targets, 3, chunk=chunk)
     assert drawn.tolist() == [[t] * 3 for t in (peaked @ weight.detach()[1:].T).argmax(1).add(1).tolist()]
