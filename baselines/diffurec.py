@@ -193,7 +193,7 @@ class DiffuRec(SeqRecModel):
         x0 = self.item_emb(target)  # (M, d)
         s = torch.randint(0, self.cfg.steps, target.shape, device=target.device)
         x_s = self.q_sample(x0, s, torch.randn_like(x0))
-        lam = self.uncertainty(seqs.shape + (self.cfg.hidden,), device=seqs.device)  # (M, L, d)
+        lam = self.uncertainty(seqs.shape + (self.cfg.hidden,), device=seqs.device)  # (M, L, d): one draw, whatever PACK is
         # PACK prefixes of similar length at a time, each group cut to its longest: the outputs are
         # those of the whole (M, L) batch (padding is inert), at about half its cost on the Amazon sets.
         x0_hat = []
