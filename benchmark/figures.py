@@ -43,7 +43,7 @@ SERIES_STYLES = tuple(dict(color=c, linestyle=ls, marker=m) for c, ls, m in
 
 def series_style(i: int) -> dict:
     return SERIES_STYLES[i % len(SERIES_STYLES)]
-CURVE_BASE_KEYS = {"epoch", "valid", "eval_seconds", "loss"}
+CURVE_BASE_KEYS = {"epoch", "valid", "valid_masked", "eval_seconds", "loss"}
 
 
 def model_color(model: str) -> str:

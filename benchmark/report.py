@@ -211,7 +211,7 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
         ("ranking", first["ranking"]),
         ("ties", first["ties"]),
         ("masking", first["masking"]),
-        ("selection", first["selection"]),
+        ("selection", distinct(r["protocol"]["selection"] for r in recs)),
         ("losses", "; ".join(losses.values())),
         ("budgets", distinct(f"{m}: {b}" for m, b in budgets.items())),
         ("tuning trials", "; ".join(f"{m}: {tuning_per_dataset(by_dataset)}" for m, by_dataset in trials.items())),

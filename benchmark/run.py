@@ -43,7 +43,7 @@ from benchmark import data as data_mod
 from benchmark.cli import add_suite_arguments, check_arguments, check_committed_code, load_data, print_listing, suite_from_args
 from benchmark.config import ConfigError, build_config
 from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
-from benchmark.metrics import PROTOCOL
+from benchmark.metrics import PROTOCOL, SELECTION_METRIC
 from benchmark.records import RecordError, check_writable, code_digest, environment, git_commit, remove_with_temps, write_json_atomic
 from benchmark.registry import build_model, model_spec
 from benchmark.suite import MAIN_TAGS, Cell, Suite
@@ -112,6 +112,7 @@ def run_cell(
             "max_len": max_len,
             "train_targets": "every next-item position of the training prefix (within max_len)",
             **PROTOCOL,
+            "selection": f"validation {SELECTION_METRIC}, {tcfg.selection}",
             "early_stopping": f"patience {tcfg.patience} evaluations, every {tcfg.eval_every} epochs, " + (f"min {tcfg.min_epochs}, " if tcfg.min_epochs else "") + f"max {tcfg.epochs} epochs",
             **({"inference": {"scored_with": cell.inference, "trained_and_selected_with": {k: cell.model_config[k] for k in cell.inference}}} if cell.inference else {}),
         },

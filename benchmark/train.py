@@ -1,7 +1,8 @@
 """The one training loop and the one evaluator every model goes through.
 
 - Adam (or the model's own optimizers), length-bucketed batches cut to their longest sequence.
-- Validation every `eval_every` epochs; early stopping on validation NDCG@10 (unmasked) with a
+- Validation every `eval_every` epochs; early stopping on validation NDCG@10 (unmasked, the
+  protocol's default; `selection = "masked"` reads the history-masked one instead) with a
   patience counted in evaluations, never before `min_epochs`; the best checkpoint is kept and restored before the single test
   evaluation. Optionally, a snapshot of the whole training state after each evaluation (loaded
   with `torch.load(weights_only=True)`) lets an interrupted run resume exactly.
@@ -15,7 +16,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from benchmark.splits import EvalSet, Split
 class TrainConfig:
     # Fields added after records were made, with the value that behaves as before: a cell leaves
     # them out of its key while they hold it, so those records keep their keys (benchmark.suite).
-    ADDED_FIELDS: ClassVar[dict] = {"min_epochs": 0}
+    ADDED_FIELDS: ClassVar[dict] = {"min_epochs": 0, "selection": "unmasked"}
 
     epochs: int = 200  # upper bound; early stopping usually ends sooner
     patience: int = 5  # evaluations without a better validation NDCG@10 before stopping
@@ -44,6 +45,9 @@ class TrainConfig:
     eval_batch_size: int = 1024
     bucket: bool = True  # batch sequences of similar length together (same data, less padding)
     time_budget_s: float = 0.0  # stop training after this many seconds (0 = no limit)
+    # which validation NDCG@10 early stopping and model selection read: "unmasked" (the protocol's) or
+    # "masked" (the user's history left out of the ranking, as eSASRec's code selects)
+    selection: Literal["unmasked", "masked"] = "unmasked"
 
     def __post_init__(self):
         for name in ("epochs", "patience", "eval_every", "batch_size", "eval_batch_size"):
@@ -53,6 +57,12 @@ class TrainConfig:
             raise ValueError(f"min_epochs must be from 0 to epochs ({self.epochs}), got {self.min_epochs}")
         if self.lr <= 0 or self.weight_decay < 0 or self.time_budget_s < 0:
             raise ValueError("lr must be > 0; weight_decay and time_budget_s >= 0")
+
+
+def selected(point: dict, selection: str) -> float:
+    """The validation NDCG@10 that `selection` reads from a curve point (or from `evaluate`'s
+    metrics put the same way: "valid" and "valid_masked")."""
+    return point["valid" if selection == "unmasked" else "valid_masked"][SELECTION_METRIC]
 
 
 MAX_SEED = 2**32 - 1  # np.random.seed (legacy seeding) takes 0..2**32 - 1; torch takes more
@@ -214,7 +224,7 @@ def fit(
             result, best, best_state, evals_without_gain = _restore(state, model, optimizers, rng, device)
             result.resumed_at.append(result.epochs_run)
             for point in result.curve if on_eval is not None else []:
-                on_eval(point["epoch"], point["valid"][SELECTION_METRIC])
+                on_eval(point["epoch"], selected(point, cfg.selection))
     epochs = range(0) if result.stopped else range(result.epochs_run + 1, cfg.epochs + 1)  # a resumed run may be over
     bar = tqdm(epochs, desc="epochs", leave=False, disable=not progress)
     start = time.perf_counter() - result.train_seconds  # a resumed run counts the time already spent
@@ -237,8 +247,8 @@ def fit(
         if epoch % cfg.eval_every and epoch != cfg.epochs and not out_of_time:
             continue
         ev = evaluate(model, split.valid, batch_size=cfg.eval_batch_size, seed=seed, device=device)
-        score = ev["metrics"][SELECTION_METRIC]
-        point = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}, "valid": ev["metrics"], "eval_seconds": ev["seconds"]}
+        point = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}, "valid": ev["metrics"], "valid_masked": ev["metrics_masked"], "eval_seconds": ev["seconds"]}
+        score = selected(point, cfg.selection)
         point.update(model.epoch_diagnostics(split.valid.inputs.to(device)))
         result.curve.append(point)
         bar.set_postfix(loss=f"{point.get('loss', 0):.4f}", ndcg10=f"{score:.4f}")

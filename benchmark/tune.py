@@ -67,7 +67,7 @@ from benchmark.records import atomic_path, code_digest, device_name, environment
 from benchmark.registry import build_model, model_spec
 from benchmark.studies import FINISHED, alive, counted_trials, default_storage, make_storage, open_study, places_to_run, redact, reserved, sweep_stale, within_budget
 from benchmark.suite import Cell, Suite, best_params_path, read_best, split_setting, tuning_study
-from benchmark.train import TrainConfig, fit
+from benchmark.train import TrainConfig, fit, selected
 
 GENERIC_SPACE = {"train.lr": ("log", 1e-4, 1e-2), "dropout": ("float", 0.0, 0.5), "hidden": ("choice", [64, 128, 256])}
 SPACE_KINDS = {"float": 3, "log": 3, "int": (3, 4), "choice": 2}
@@ -181,7 +181,7 @@ class Objective:
                 remove_with_temps(snapshot)
         if fitted.resumed_at:
             trial.set_user_attr("resumed_at_epochs", fitted.resumed_at)
-        scores = [point["valid"][SELECTION_METRIC] for point in fitted.curve]
+        scores = [selected(point, tcfg.selection) for point in fitted.curve]
         trial.set_user_attr("worker_pid", os.getpid())
         trial.set_user_attr("best_epoch", fitted.best_epoch)
         trial.set_user_attr("train_seconds", round(fitted.train_seconds, 3))
@@ -417,7 +417,7 @@ def export_study(
     summary = {
         "study": study.study_name,
         "storage": redact(storage),
-        "objective": f"best validation {SELECTION_METRIC} (unmasked) of the training run; the test set is not evaluated",
+        "objective": f"best validation {SELECTION_METRIC} ({cell.train_config.get('selection', 'unmasked')}) of the training run; the test set is not evaluated",
         "budget": budget,
         "trials": len(counted),
         "states": {s.name: sum(t.state == s for t in counted) for s in FINISHED},

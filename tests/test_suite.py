@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from benchmark import records, run
+from baselines.sasrec import SEARCH_SPACE as SASREC_SPACE
 from benchmark.config import ConfigError
 from benchmark.registry import MODELS
 from benchmark.suite import Cell, best_params_path, load_suite_file, resolve_suite, suite_names, tuning_study
@@ -46,6 +47,12 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
     # the noising ablation trains both points alike
     noising = [c for c in suite.cells if c.tag.startswith("noise=")]
     assert noising and all(c.inference == {} and c.model_config["sampler"] == "strided" for c in noising)
+    # issue 23: both SASRecs at eSASRec's beauty setting, selected on unmasked and on masked
+    # validation; each point sets every key the SASRec search space tunes, so no study changes them
+    esasrec = [c for c in suite.cells if "train.selection=" in c.tag]
+    assert {(c.model, c.train_config["selection"], c.seed) for c in esasrec} == {(m, s, seed) for m in ("sasrec-ss", "sasrec-ce") for s in ("unmasked", "masked") for seed in (0, 1, 2)}
+    assert all(set(SASREC_SPACE) <= {kv.split("=")[0] for kv in c.tag.split(",")} for c in esasrec)
+    assert {(c.model_config["hidden"], c.model_config["layers"], c.model_config["heads"], c.train_config["lr"]) for c in esasrec} == {(64, 1, 1, 1e-3)}
 
 
 @pytest.mark.parametrize(

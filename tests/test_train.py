@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.config import ConfigError, build_config
 from benchmark.records import RecordError
 from benchmark.registry import build_model
 from benchmark.splits import leave_one_out
@@ -56,6 +57,34 @@ def test_no_early_stop_before_min_epochs():
     assert runs == {0: 3, 7: 7}
     with pytest.raises(ValueError, match="min_epochs must be from 0 to epochs"):
         TrainConfig(epochs=10, min_epochs=11)
+
+
+def test_selection_masked_stops_and_selects_on_the_history_masked_ndcg():
+    """Both validation NDCG@10s go into every curve point; `selection` decides which one early
+    stopping, `on_eval` and the restored checkpoint follow."""
+    torch.set_num_threads(1)
+    split = leave_one_out(chain_dataset(users=120))
+    runs = {}
+    for selection in ("unmasked", "masked"):
+        model, _ = build_model("sasrec-ce", {"hidden": 16}, n_items=split.n_items, max_len=split.max_len, seed=3)
+        seen = []
+        cfg = TrainConfig(epochs=6, eval_every=1, patience=10, batch_size=32, lr=3e-3, selection=selection)
+        fitted = fit(model, split, cfg, seed=3, progress=False, on_eval=lambda epoch, score: seen.append(score))
+        runs[selection] = fitted, seen, evaluate(model, split.valid)
+    curve = runs["unmasked"][0].curve
+    same = [[{k: v for k, v in p.items() if k != "eval_seconds"} for p in runs[s][0].curve] for s in runs]
+    assert same[0] == same[1]  # selection changes no training draw: the two runs train alike
+    unmasked = [p["valid"]["NDCG@10"] for p in curve]
+    masked = [p["valid_masked"]["NDCG@10"] for p in curve]
+    assert masked != unmasked  # the chain's history items rank high, so masking changes the scores
+    for selection, scores in (("unmasked", unmasked), ("masked", masked)):
+        fitted, seen, ev = runs[selection]
+        assert seen == scores
+        assert fitted.best_epoch == curve[int(np.argmax(scores))]["epoch"]
+        restored = ev["metrics" if selection == "unmasked" else "metrics_masked"]["NDCG@10"]
+        assert abs(restored - max(scores)) < 1e-9
+    with pytest.raises(ConfigError, match="selection"):
+        build_config(TrainConfig, {"selection": "test"}, where="train")
 
 
 def test_evaluate_reports_masked_and_unmasked_from_the_same_scores():
