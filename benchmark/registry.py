@@ -2,6 +2,8 @@
 named variant. Adding a model = one file in `baselines/` (or `diffrec/`) plus one line here."""
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass, field
 
 from baselines.contrastvae import ContrastVAE, ContrastVAEConfig
@@ -61,6 +63,23 @@ def build_model(name: str, overrides: dict | None = None, *, n_items: int, max_l
     if seed is not None:
         seed_everything(seed)
     return spec.cls(cfg, n_items=n_items, max_len=max_len), config_dict(cfg)
+
+
+GENERIC_SPACE = {"train.lr": ("log", 1e-4, 1e-2), "dropout": ("float", 0.0, 0.5), "hidden": ("choice", [64, 128, 256])}
+
+
+def tuning_space(name: str) -> tuple[dict, str]:
+    """-> (the model's search space, where it came from): the registry entry's, else the SEARCH_SPACE
+    dict of the class's module, else GENERIC_SPACE's keys that the model has (`benchmark.tune`
+    checks the keys and leaves out those a suite fixes)."""
+    spec = model_spec(name)
+    module = sys.modules[spec.cls.__module__]
+    if spec.search_space is not None:
+        return spec.search_space, f"the registry entry of {name}"
+    if hasattr(module, "SEARCH_SPACE"):
+        return module.SEARCH_SPACE, f"{module.__name__}.SEARCH_SPACE"
+    fields = {f.name for f in dataclasses.fields(spec.config)}
+    return {k: v for k, v in GENERIC_SPACE.items() if k.startswith("train.") or k in fields}, f"generic space (no SEARCH_SPACE in {module.__name__})"
 
 
 def has_parameters(name: str) -> bool:

@@ -63,7 +63,7 @@ import tomllib
 
 from benchmark.config import ConfigError, build_config, config_dict
 from benchmark.data import DATASETS, DEFAULT_CORE, FORMATS, DataError, sha256_file
-from benchmark.registry import MODELS, has_parameters, model_spec
+from benchmark.registry import MODELS, has_parameters, model_spec, tuning_space
 from benchmark.train import MAX_SEED, TrainConfig
 
 SUITE_KEYS = {"commit", "description", "datasets", "models", "seeds", "model_seeds", "params", "params_from", "data", "train", "model", "train_model", "tune", "ablation", "width_control"}
@@ -202,6 +202,7 @@ class Suite:
     tune: dict = field(default_factory=dict)  # resolved [tune] settings
     tune_cells: tuple[Cell, ...] = field(default_factory=tuple)  # one base cell per study
     untuned: tuple[str, ...] = field(default_factory=tuple)  # "dataset/model" that wanted tuned params but had no study
+    study_free: frozenset[str] = frozenset()  # keys of ablation cells that set every tuned key themselves
     fixed: dict = field(default_factory=dict)  # model -> keys the suite sets explicitly (tuning leaves them alone)
     params: str = "defaults"  # "tuned": its cells take their studies' best trials
     width: dict = field(default_factory=dict)  # [width_control] resolved: {"models": [reference, ...], "seeds"?}
@@ -213,7 +214,7 @@ class Suite:
         if self.params != "tuned":
             return []
         expected = set(self.tune.get("models") or {c.model for c in self.cells})
-        pairs = dict.fromkeys((c.dataset, c.model) for c in cells if c.model in expected and f"{c.dataset}/{c.model}" in self.untuned)
+        pairs = dict.fromkeys((c.dataset, c.model) for c in cells if c.model in expected and f"{c.dataset}/{c.model}" in self.untuned and c.key not in self.study_free)
         return [f"{d}/{m}" for d, m in pairs if has_parameters(m)]
 
 
@@ -525,6 +526,7 @@ def resolve_suite(
                 cells[cell.key] = cell
 
     # Ablations -----------------------------------------------------------------------------------
+    free: set[str] = set()
     for i, ab in enumerate(ablations, 1):
         aw = f"{where}: ablation {i}"
         ab = _check_keys(ab, ABLATION_KEYS, aw)
@@ -549,8 +551,11 @@ def resolve_suite(
         for point in points:
             m_part, t_part = split_setting({**fixed, **point}, model, aw)
             pw = f"{aw} point {setting_tag(point)}"
+            # a point that sets every key of the model's search space owes nothing to a study: it
+            # neither takes the tuned parameters (it would override them all) nor waits for them
+            study_free = params_mode == "tuned" and set(tuning_space(model)[0]) <= set(m_part) | {f"train.{k}" for k in t_part}
             for dataset, source in ab_refs.items():
-                mcfg, tcfg, tuning = tuned_base(dataset, model)
+                mcfg, tcfg, tuning = (*bases[model], {}) if study_free else tuned_base(dataset, model)
                 # inference keys score the model trained with the base's values (and selected with them),
                 # unless the base's values do not suit the point's training (DiffRec's sequence noise
                 # with the `average` sampler, say): then it trains and selects with its own
@@ -564,6 +569,8 @@ def resolve_suite(
                 for seed in ab_seeds:
                     cell = Cell(dataset, model, seed, trained, tcfg, data_opts, setting_tag(point), source, tuning, inference)
                     cells.setdefault(cell.key, cell)
+                    if study_free:
+                        free.add(cell.key)
 
     # Width control -------------------------------------------------------------------------------
     if width:
@@ -602,7 +609,7 @@ def resolve_suite(
         fields = {f.name for f in dataclasses.fields(model_spec(m).config)}
         explicit = [k for k in shared if k in fields] + list(model_opts.get(m, {}))
         fixed[m] = tuple(dict.fromkeys(explicit + [f"train.{k}" for k in {**train_opts, **train_model_opts.get(m, {})}]))
-    return Suite(name, raw.get("description", ""), tuple(cells.values()), tune, tune_cells, tuple(dict.fromkeys(untuned)), fixed, params_mode, width)
+    return Suite(name, raw.get("description", ""), tuple(cells.values()), tune, tune_cells, tuple(dict.fromkeys(untuned)), frozenset(free), fixed, params_mode, width)
 
 
 def _width_control(table, where: str) -> dict:

@@ -64,12 +64,11 @@ from benchmark.config import ConfigError, build_config
 from benchmark.executors import LocalExecutor, add_executor_arguments, check_executor_arguments, make_executor, node_name
 from benchmark.metrics import SELECTION_METRIC
 from benchmark.records import atomic_path, code_digest, device_name, environment, remove_with_temps, write_json_atomic
-from benchmark.registry import build_model, model_spec
+from benchmark.registry import build_model, tuning_space
 from benchmark.studies import FINISHED, alive, counted_trials, default_storage, make_storage, open_study, places_to_run, redact, reserved, sweep_stale, within_budget
 from benchmark.suite import Cell, Suite, best_params_path, read_best, split_setting, tuning_study
 from benchmark.train import TrainConfig, fit, selected
 
-GENERIC_SPACE = {"train.lr": ("log", 1e-4, 1e-2), "dropout": ("float", 0.0, 0.5), "hidden": ("choice", [64, 128, 256])}
 SPACE_KINDS = {"float": 3, "log": 3, "int": (3, 4), "choice": 2}
 CAUGHT = (ConfigError, FloatingPointError)  # a configuration that cannot train is a failed trial, not a crash
 
@@ -81,17 +80,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module prints one l
 
 
 def search_space(model: str, fixed: tuple[str, ...] = ()) -> tuple[dict, str]:
-    """-> (space, where it came from) for a registered model; `fixed` keys are left out."""
-    spec = model_spec(model)
-    module = sys.modules[spec.cls.__module__]
-    if spec.search_space is not None:
-        space, origin = spec.search_space, f"the registry entry of {model}"
-    elif hasattr(module, "SEARCH_SPACE"):
-        space, origin = module.SEARCH_SPACE, f"{module.__name__}.SEARCH_SPACE"
-    else:
-        fields = {f.name for f in dataclasses.fields(spec.config)}
-        space = {k: v for k, v in GENERIC_SPACE.items() if k.startswith("train.") or k in fields}
-        origin = f"generic space (no SEARCH_SPACE in {module.__name__})"
+    """-> (space, where it came from) for a registered model, keys checked; `fixed` keys are left out."""
+    space, origin = tuning_space(model)
     check_space(space, model, origin)
     return {k: v for k, v in space.items() if k not in fixed}, origin
 

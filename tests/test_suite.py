@@ -9,7 +9,7 @@ from benchmark import records, run
 from baselines.sasrec import SEARCH_SPACE as SASREC_SPACE
 from benchmark.config import ConfigError
 from benchmark.registry import MODELS
-from benchmark.suite import Cell, best_params_path, load_suite_file, resolve_suite, suite_names, tuning_study
+from benchmark.suite import Cell, best_params_path, load_suite_file, resolve_suite, setting_tag, suite_names, tuning_study
 from tests.synthetic import chain_dataset, write_sequences
 
 BASE = {"datasets": ["ml-100k"], "models": ["sasrec-ce"], "seeds": [0]}
@@ -193,9 +193,13 @@ def test_user_files_are_keyed_by_content_not_path(tmp_path, chain_file):
 
 
 def test_tuned_params_come_from_the_exported_study(tmp_path):
-    raw = {**BASE, "params": "tuned", "ablation": [{"model": "sasrec-ce", "points": [{"layers": 1}]}]}
+    every_key = {"hidden": 64, "layers": 1, "dropout": 0.2, "train.lr": 1e-3, "train.weight_decay": 0.0}  # sasrec's whole space
+    raw = {**BASE, "params": "tuned", "ablation": [{"model": "sasrec-ce", "points": [{"layers": 1}, every_key]}]}
     untuned = resolve_suite("t", raw, tuning_dir=tmp_path)
-    assert untuned.untuned == ("ml-100k/sasrec-ce",) and {c.tag for c in untuned.cells} == {"default", "layers=1"}
+    full = setting_tag(every_key)
+    assert untuned.untuned == ("ml-100k/sasrec-ce",) and {c.tag for c in untuned.cells} == {"default", "layers=1", full}
+    by_tag = {c.tag: c for c in untuned.cells}
+    assert untuned.awaiting_studies([by_tag["layers=1"]]) == ["ml-100k/sasrec-ce"] and untuned.awaiting_studies([by_tag[full]]) == []
     (base,) = untuned.tune_cells
     study = tuning_study(base.dataset, base.model, base.key)
     path = best_params_path(tmp_path, study)
@@ -206,6 +210,8 @@ def test_tuned_params_come_from_the_exported_study(tmp_path):
     assert (main.model_config["dropout"], main.train_config["lr"], main.tuning["trials"]) == (0.45, 0.004, 7)
     ablated = next(c for c in tuned.cells if c.tag == "layers=1")
     assert (ablated.model_config["dropout"], ablated.model_config["layers"]) == (0.45, 1)  # ablations start from the tuned config
+    free = next(c for c in tuned.cells if c.tag == full)  # ... except one that sets every tuned key: the study changes nothing
+    assert free.key == by_tag[full].key and free.tuning == {} and (free.model_config["dropout"], free.train_config["lr"]) == (0.2, 1e-3)
     assert not tuned.untuned
 
 
