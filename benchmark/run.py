@@ -269,8 +269,9 @@ def run_suite(
     todo = sorted((c for c in pending if c.training_key in mine), key=lambda c: mine[c.training_key])
     where = f", {len(todo)} of them in shard {k}/{n}" if n > 1 else ""
     print(f"suite {suite.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run{where} -> {out / 'runs'} ({executor.describe()})", flush=True)
-    for name in suite.untuned:
-        print(f"  no tuning study for {name}: default hyperparameters", flush=True)
+    for name in dict.fromkeys(f"{c.dataset}/{c.model}" for c in todo if c.key not in suite.study_free):
+        if name in suite.untuned:  # of the cells this run trains
+            print(f"  no tuning study for {name}: default hyperparameters", flush=True)
     check_saved_states(out, todo, shared)
     groups = {}
     for cell in todo:
