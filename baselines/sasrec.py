@@ -48,6 +48,19 @@ Deviations and choices:
   and with k = 256 of ~12k items and ~9 history items a row has ~0.2 such negatives.
 - Losses are computed on real (non-padding) positions only, which gives the same value as the
   authors' masked sum but skips the padded work.
+
+Switches for the RecTools SASRec that eSASRec's SASRec+SS row ran (RecTools 0.13, the pin of
+transformer_benchmark's requirements.txt), off by default (the defaults are this file's model):
+- `table_dropout`: dropout on the whole item table, drawn once per training step and used both for
+  the input lookup and for scoring the targets and negatives (RecTools' item net applies its
+  dropout_rate to the table it returns).
+- `scale_input = False`: item vectors enter without the sqrt(d) factor (RecTools has none).
+- `init = "xavier"`: Xavier-normal on every parameter of two or more dimensions, embeddings and
+  positions included (RecTools' lightning module; its biases keep torch's uniform default, ours
+  stay zero), the padding row zeroed again.
+Not switchable (the shared encoder, benchmark/layers.py): RecTools' blocks are the SASRec authors'
+(LayerNorm on the attention query only, residual from the normalised query, ReLU feed-forward of
+width d), attend to padding (key-padding mask off) and train with Adam betas (0.9, 0.98).
 """
 from __future__ import annotations
 
@@ -74,15 +87,19 @@ class SASRecConfig:
     init_std: float = 0.02
     negatives: int = 256  # k, loss "ss" only: eSASRec's value
     t: float | None = None  # loss "ss" only: None = sampled softmax; [0, 1] = gBCE calibration
+    table_dropout: float = 0.0  # dropout on the whole item table per training step (input and scoring)
+    scale_input: bool = True  # item vectors times sqrt(hidden) at the input
+    init: Literal["normal", "xavier"] = "normal"  # normal(0, init_std), or Xavier-normal (RecTools)
 
     # fields added after the first records, with the value that behaves as before (benchmark.suite)
-    ADDED_FIELDS: ClassVar[dict] = {"negatives": 256, "t": None}
+    ADDED_FIELDS: ClassVar[dict] = {"negatives": 256, "t": None, "table_dropout": 0.0, "scale_input": True, "init": "normal"}
 
     def __post_init__(self):
         if self.hidden <= 0 or self.layers <= 0 or self.heads <= 0:
             raise ValueError("hidden, layers and heads must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout {self.dropout} must be in [0, 1)")
+        for name in ("dropout", "table_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} {getattr(self, name)} must be in [0, 1)")
         if self.negatives < 1:
             raise ValueError(f"negatives {self.negatives} must be at least 1 (the sampled loss needs a negative)")
         if self.t is not None and not 0.0 <= self.t <= 1.0:
@@ -111,28 +128,42 @@ class SASRec(SeqRecModel):
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = TransformerEncoder(d, cfg.layers, cfg.heads, cfg.dropout)
         self.apply(partial(init_weights, std=cfg.init_std))
+        if cfg.init == "xavier":
+            for p in self.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_normal_(p)
+            self.item_emb.weight.data[0].zero_()
 
-    def hidden_states(self, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, d): the item table, with `table_dropout` applied while training."""
+        return F.dropout(self.item_emb.weight, self.cfg.table_dropout, self.training) if self.cfg.table_dropout else self.item_emb.weight
+
+    def hidden_states(self, seqs: torch.Tensor, last_only: bool = False, table: torch.Tensor | None = None) -> torch.Tensor:
         """seqs: (B, L) left-padded -> (B, L, d) causal states, or (B, d) the last one's with
-        `last_only` (inference only)."""
+        `last_only` (inference only); `table` (n_items + 1, d): the item vectors to look up
+        (default: the embedding's)."""
         keep = seqs > 0
-        x = self.item_emb(seqs) * self.cfg.hidden**0.5 + self.pos_emb(position_ids(seqs.shape[1], self.max_len, seqs.device))
+        x = F.embedding(seqs, self.item_emb.weight if table is None else table, padding_idx=0)  # what self.item_emb(seqs) calls
+        if self.cfg.scale_input:
+            x = x * self.cfg.hidden**0.5
+        x = x + self.pos_emb(position_ids(seqs.shape[1], self.max_len, seqs.device))
         encode = self.encoder.forward_last if last_only else self.encoder
         return encode(self.drop(x), keep, attention_mask(keep, causal=True))
 
     def loss(self, batch: Batch):
-        h = self.hidden_states(batch.inputs)  # (B, L, d)
+        table = self.item_table()  # (n + 1, d): one dropout draw for the input and the scores
+        h = self.hidden_states(batch.inputs, table=table)  # (B, L, d)
         if self.cfg.loss == "ss":
             neg = torch.randint(1, self.n_items + 1, (h.shape[0], self.cfg.negatives), device=h.device)  # (B, k): each sequence's own
-            return ss_loss(h, self.item_emb.weight, batch.targets, neg, self.n_items, self.cfg.t), {}
+            return ss_loss(h, table, batch.targets, neg, self.n_items, self.cfg.t), {}
         real = batch.targets > 0
         h, pos = h[real], batch.targets[real]  # (M, d), (M,)
         if self.cfg.loss == "ce":
-            return softmax_cross_entropy(h, self.item_emb.weight, pos)[0], {}
+            return softmax_cross_entropy(h, table, pos)[0], {}
         neg = torch.randint(1, self.n_items, pos.shape, device=pos.device)
         neg = neg + (neg >= pos).long()  # uniform over the items other than the positive
-        pos_logit = (h * self.item_emb(pos)).sum(-1)
-        neg_logit = (h * self.item_emb(neg)).sum(-1)
+        pos_logit = (h * F.embedding(pos, table, padding_idx=0)).sum(-1)
+        neg_logit = (h * F.embedding(neg, table, padding_idx=0)).sum(-1)
         loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
             neg_logit, torch.zeros_like(neg_logit)
         )

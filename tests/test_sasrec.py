@@ -126,3 +126,44 @@ def test_ss_negatives_are_drawn_per_sequence():
     h = model.hidden_states(inputs)
     torch.testing.assert_close(loss, ss_loss(h, model.item_emb.weight, targets, neg, 50))
     assert not torch.allclose(loss, ss_loss(h, model.item_emb.weight, targets, neg[:1].expand(3, -1), 50))
+
+
+def test_table_dropout_is_one_draw_for_the_input_and_the_scores():
+    """With `table_dropout`, a training step drops out the item table once and uses that table both
+    to look up the inputs and to score targets and negatives; evaluation uses the plain table."""
+    model = SASRec(SASRecConfig(loss="ss", hidden=8, layers=1, heads=1, dropout=0.0, negatives=5, table_dropout=0.5), n_items=50, max_len=6).train()
+    inputs = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9]])
+    targets = torch.tensor([[0, 4, 5, 6], [7, 8, 9, 10]])
+    batch = Batch(inputs=inputs, targets=targets, users=torch.arange(2))
+    torch.manual_seed(0)
+    loss, _ = model.loss(batch)
+    torch.manual_seed(0)
+    table = torch.nn.functional.dropout(model.item_emb.weight, 0.5, True)
+    neg = torch.randint(1, 51, (2, 5))
+    assert ((table == 0) | torch.isclose(table, 2 * model.item_emb.weight)).all() and 0.3 < (table[1:] == 0).float().mean() < 0.7
+    torch.testing.assert_close(loss, ss_loss(model.hidden_states(inputs, table=table), table, targets, neg, 50))
+    other = torch.nn.functional.dropout(model.item_emb.weight, 0.5, True)  # the scores from a second draw
+    assert not torch.allclose(loss, ss_loss(model.hidden_states(inputs, table=table), other, targets, neg, 50))
+    model.eval()
+    assert model.item_table() is model.item_emb.weight
+
+
+def test_unscaled_input_equals_scaled_input_of_a_table_divided_by_sqrt_d():
+    plain, unscaled = (SASRec(SASRecConfig(hidden=16, layers=1, heads=1, scale_input=s), n_items=30, max_len=8).eval() for s in (True, False))
+    unscaled.load_state_dict(plain.state_dict())
+    seqs = torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8]])
+    with torch.no_grad():
+        scaled_h = plain.hidden_states(seqs, table=plain.item_emb.weight / 4)  # sqrt(16) = 4: exact in floats
+        assert torch.equal(unscaled.hidden_states(seqs), scaled_h)
+        assert not torch.allclose(plain.hidden_states(seqs), scaled_h)
+
+
+def test_xavier_init_sets_every_matrix_and_keeps_the_padding_row_zero():
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(hidden=64, layers=1, heads=1, init="xavier"), n_items=3000, max_len=50)
+    items = model.item_emb.weight
+    assert torch.equal(items[0], torch.zeros(64))
+    assert abs(items[1:].std().item() / math.sqrt(2 / (3001 + 64)) - 1) < 0.05  # normal(0.02) would be 0.02 / 0.0255
+    assert abs(model.pos_emb.weight.std().item() / math.sqrt(2 / (50 + 64)) - 1) < 0.1
+    with pytest.raises(ValueError, match="table_dropout"):
+        SASRecConfig(table_dropout=1.0)

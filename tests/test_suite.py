@@ -49,11 +49,15 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
     assert noising and all(c.inference == {} and c.model_config["sampler"] == "strided" for c in noising)
     # issue 23: both SASRecs at eSASRec's beauty setting, selected on unmasked and on masked
     # validation; each point sets every key the SASRec search space tunes, so no study changes them
-    esasrec = [c for c in suite.cells if "train.selection=" in c.tag]
+    esasrec = [c for c in suite.cells if "train.selection=" in c.tag and "table_dropout" not in c.tag]
+    rectools = [c for c in suite.cells if "table_dropout" in c.tag]  # and with RecTools' three switches
+    assert {(c.model, c.seed, c.train_config["selection"], c.model_config["table_dropout"], c.model_config["scale_input"], c.model_config["init"]) for c in rectools} == {
+        (m, 0, "masked", 0.2, False, "xavier") for m in ("sasrec-ss", "sasrec-ce")
+    }
     wide = {(c.model, c.train_config["selection"], c.seed) for c in esasrec if c.model_config["hidden"] == 256}
     assert wide == {(m, s, seed) for m in ("sasrec-ss", "sasrec-ce") for s in ("unmasked", "masked") for seed in (0, 1, 2)}
     assert {(c.model, c.train_config["selection"], c.seed) for c in esasrec if c.model_config["hidden"] == 64} == {("sasrec-ss", s, 0) for s in ("unmasked", "masked")}
-    assert all(set(SASREC_SPACE) <= {kv.split("=")[0] for kv in c.tag.split(",")} and c.key in suite.study_free for c in esasrec)
+    assert all(set(SASREC_SPACE) <= {kv.split("=")[0] for kv in c.tag.split(",")} and c.key in suite.study_free for c in esasrec + rectools)
     assert {(c.model_config["layers"], c.model_config["heads"], c.model_config["dropout"], c.train_config["lr"], c.train_config["weight_decay"]) for c in esasrec} == {(1, 1, 0.2, 1e-3, 0.0)}
 
 
