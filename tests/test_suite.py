@@ -49,7 +49,8 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
     assert noising and all(c.inference == {} and c.model_config["sampler"] == "strided" for c in noising)
     # issue 23: both SASRecs at eSASRec's beauty setting, selected on unmasked and on masked
     # validation; each point sets every key the SASRec search space tunes, so no study changes them
-    esasrec = [c for c in suite.cells if "train.selection=" in c.tag and "table_dropout" not in c.tag]
+    esasrec = [c for c in suite.cells if "train.selection=" in c.tag and "table_dropout" not in c.tag and "bucket" not in c.tag]
+    assert [(c.model, c.seed, c.train_config["bucket"]) for c in suite.cells if "train.bucket=" in c.tag] == [("sasrec-ss", 0, False)]
     rectools = [c for c in suite.cells if "table_dropout" in c.tag]  # and with RecTools' three switches
     assert {(c.model, c.seed, c.train_config["selection"], c.model_config["table_dropout"], c.model_config["scale_input"], c.model_config["init"]) for c in rectools} == {
         (m, 0, "masked", 0.2, False, "xavier") for m in ("sasrec-ss", "sasrec-ce")
