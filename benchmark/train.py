@@ -43,7 +43,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     eval_batch_size: int = 1024
-    bucket: bool = True  # batch sequences of similar length together (same data, less padding)
+    # batch sequences of similar length together: the same data with less padding, but a batch's loss
+    # is the mean over its real positions, so a short sequence's positions weigh more than in random batches
+    bucket: bool = True
     time_budget_s: float = 0.0  # stop training after this many seconds (0 = no limit)
     # which validation NDCG@10 early stopping and model selection read: "unmasked" (the protocol's) or
     # "masked" (the user's history left out of the ranking, as eSASRec's code selects)
