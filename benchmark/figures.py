@@ -185,6 +185,33 @@ def figure_curves(main: pd.DataFrame, records: list[dict], folder: Path) -> list
     return save(fig, folder, "validation_curves")
 
 
+def figure_ablation_curves(frame: pd.DataFrame, records: list[dict], folder: Path) -> list[Path]:
+    """Validation NDCG@10 per evaluation of every training an ablation makes, beside its main cell's:
+    one panel per dataset and model with an ablation setting that trains (a setting that only scores
+    differently reuses its base's training and curve), the lowest seed of each setting; solid
+    unmasked, dashed history-masked where the record has it (older records hold unmasked only). Each
+    setting is named by the keys in which the panel's settings differ."""
+    trained = frame[[bool(records[i]["curve"]) and not records[i].get("training", {}).get("reused") for i in frame.i]]
+    trained = trained.sort_values("seed").drop_duplicates(["dataset", "model", "tag"])
+    groups = [(key, g) for key, g in trained.groupby(["dataset", "model"], sort=False) if (~g.tag.isin(MAIN_TAGS)).any() and len(g) > 1]
+    if not groups:
+        return []
+    fig, axes = panels(len(groups), f"How does each ablation setting train?\n(validation {SELECTION_METRIC}, lowest seed; solid unmasked, dashed history-masked)", 5.0, 3.4, per_row=2)
+    for ax, ((dataset, model), g) in zip(axes, groups):
+        parts = {tag: tag.split(",") for tag in g.tag if tag not in MAIN_TAGS}
+        common = set.intersection(*map(set, parts.values())) if len(parts) > 1 else set()
+        for n, row in enumerate(g.sort_values("tag", key=lambda t: ~t.isin(MAIN_TAGS)).itertuples()):
+            label = row.tag if row.tag in MAIN_TAGS else ",".join(p for p in parts[row.tag] if p not in common)
+            curve, color = records[row.i]["curve"], plt.cm.tab10(n % 10)
+            epochs = [p["epoch"] for p in curve]
+            ax.plot(epochs, [p["valid"][SELECTION_METRIC] for p in curve], color=color, linewidth=1, label=f"{label} (s{row.seed})")
+            if all("valid_masked" in p for p in curve):
+                ax.plot(epochs, [p["valid_masked"][SELECTION_METRIC] for p in curve], color=color, linewidth=1, linestyle="--")
+        ax.set(title=f"{dataset} / {model}", xlabel="epoch", ylabel=f"validation {SELECTION_METRIC}")
+        ax.legend(fontsize=5, title=",".join(sorted(common)) if common else None, title_fontsize=5)
+    return save(fig, folder, "ablation_curves")
+
+
 def figure_diagnostics(main: pd.DataFrame, records: list[dict], folder: Path) -> list[Path]:
     """Per model, every extra number its curve records (active VAE units, discriminator accuracy,
     loss parts), one line per dataset."""

@@ -13,7 +13,8 @@ For each suite found in OUT/runs/ it writes
   at one width (main cells and the width control's `hidden=W` cells, `width_tests`);
 - OUT/tables/<suite>_significance.csv (every test), <suite>_ablations.md (every ablation cell);
 - OUT/figures/<suite>/*.png and *.pdf (benchmark.figures): NDCG@10 vs diffusion steps per sampler,
-  target vs sequence noising, quality vs inference cost, validation curves, and per-model training
+  target vs sequence noising, quality vs inference cost, validation curves (main cells, and each
+  ablation training beside its main cell, unmasked and masked), and per-model training
   diagnostics (whatever extra numbers the records' curves hold: VAE active units, discriminator accuracy);
 - with --pdf, OUT/tables/<suite>.pdf: the protocol card, every table and every figure (needs pdflatex);
 and OUT/README.md, which summarises the suites, links the figures and lists missing cells, under
@@ -509,6 +510,7 @@ def suite_report(suite: str, records: list[dict], out: Path, draw: bool = True) 
         summary["tables"].append(write_text(tables / f"{suite}_ablations.md", f"# Suite `{suite}`: ablation cells (test metrics, mean ± std over seeds)\n\n{ABLATION_NOTE}\n\n{ablations}\n{noise}"))
     if draw:
         summary["figures"] = fig.figure_steps(sampler_points(frame), figures) + fig.figure_noise(noise_points(frame), figures) + fig.figure_cost(cost_points(frame), figures)
+        summary["figures"] += fig.figure_ablation_curves(frame, records, figures)
         if not main.empty:
             summary["figures"] += fig.figure_curves(main, records, figures) + fig.figure_diagnostics(main, records, figures)
     if (tables / f"{suite}.pdf").exists():  # written by --pdf only; linked while it exists

@@ -196,7 +196,7 @@ def test_pdf_holds_the_card_tables_and_figures(results, capsys):
     doc = report.pdf_document(summary, results)
     assert r"\item[datasets]" in doc and r"\item[git commit] abc123" in doc  # the protocol card
     assert doc.count(r"\begin{table*}") == 6  # means and deviations, unmasked and masked, the models at one width, and the cost table
-    assert doc.count(r"\includegraphics") == len([p for p in summary["figures"] if p.suffix == ".pdf"]) == 5
+    assert doc.count(r"\includegraphics") == len([p for p in summary["figures"] if p.suffix == ".pdf"]) == 6  # with the ablation curves
     report.main(["--out", str(results), "--suite", "demo", "--pdf"])
     assert pdf.read_bytes() == first  # no date inside: the same records give the same bytes
 
@@ -450,3 +450,32 @@ def test_models_at_one_width_pair_main_and_width_control_cells(tmp_path):
     width = tex[tex.index(r"\label{tab:demo-width}"):]
     assert rf"d & 64 & diffrec & {ndcg[64] * 100:.2f} $\pm$ 0.00 & sasrec-ce (2) & {metrics_from_ranks(base)['NDCG@10'] * 100:.2f} $\pm$ 0.00 & " in width
     compile_tables(tmp_path / "tables" / "demo.tex", tmp_path)
+
+
+def test_ablation_curves_show_each_training_once_unmasked_and_masked(monkeypatch, tmp_path):
+    """One panel per dataset/model with a training ablation; a setting that reuses its base's
+    training is left out (same curve); masked lines where the curve holds them; legends name the
+    settings by the keys in which they differ."""
+    def curve(scale, masked):
+        return [{"epoch": e, "loss": 1.0, "valid": {"NDCG@10": scale * e}, **({"valid_masked": {"NDCG@10": 2 * scale * e}} if masked else {})} for e in (2, 4)]
+
+    records = [
+        fake_record("a", "sasrec-ss", 0, np.arange(N_USERS), tag="hidden=64,train.selection=masked", curve=curve(0.01, True)),
+        fake_record("a", "sasrec-ss", 0, np.arange(N_USERS), tag="hidden=64,train.selection=unmasked", curve=curve(0.02, True)),
+        fake_record("a", "sasrec-ss", 1, np.arange(N_USERS), tag="hidden=64,train.selection=unmasked", curve=curve(0.03, True)),  # a higher seed: not drawn
+        fake_record("a", "diffrec", 0, np.arange(N_USERS), curve=curve(0.01, False)),
+        fake_record("a", "diffrec", 0, np.arange(N_USERS), tag="sampler=strided", curve=curve(0.01, False)),
+        fake_record("b", "sasrec-ce", 0, np.arange(N_USERS)),  # no ablation: no panel
+    ]
+    records[4]["training"] = {"reused": True}  # scores diffrec's default training: nothing new to draw
+    frame = report.records_frame(records)
+    drawn = capture_figures(monkeypatch)
+    paths = figures.figure_ablation_curves(frame, records, tmp_path)
+    assert [p.name for p in paths] == ["ablation_curves.png", "ablation_curves.pdf"]
+    (ax,) = [ax for ax in drawn[0].axes if ax.get_visible()]  # diffrec's only setting reuses the main training
+    assert ax.get_title() == "a / sasrec-ss"
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--", "-", "--"]
+    assert [list(line.get_ydata()) for line in ax.get_lines()][2:] == [[0.04, 0.08], [0.08, 0.16]]  # seed 0 of "unmasked"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train.selection=masked (s0)", "train.selection=unmasked (s0)"]
+    assert ax.get_legend().get_title().get_text() == "hidden=64"
+    assert figures.figure_ablation_curves(frame[frame.dataset == "b"], records, tmp_path) == []
