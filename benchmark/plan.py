@@ -11,8 +11,8 @@ comes from the finished records in OUT/runs of the same (dataset, model) on the 
   the suite's minimum epochs (`min_epochs`) where that is more (a record that loaded another cell's
   checkpoint carries that training's timings and is left out);
 - every cell costs the median scoring time (validation and test) on top; cells sharing a training
-  key count one training, and none when its checkpoint is already in OUT/checkpoints (inference
-  ablation points only score);
+  key (inference ablation points, selection rules) count one training, and none when the model each
+  of them scores is already in OUT/checkpoints (then they only score);
 - a trial costs a training of at most [tune] trial_epochs epochs, capped by the suite's
   trial_time_budget_s (or that budget alone when there is no record), without the test scoring and
   without the pruner's savings (an upper bound); its epochs cost the median seconds per epoch of the
@@ -126,8 +126,8 @@ def plan_rows(
     trial_times: dict | None = None,
 ) -> list[Row]:
     """One Row per (dataset, model) with work left, in suite order. `pending`: the cells without a
-    record; `trials_left`: {(dataset, model): trials still to run}; `checkpoints`: training keys
-    whose trained model is kept (those cells only score); `trial_times`: {(dataset, model): {kind:
+    record; `trials_left`: {(dataset, model): trials still to run}; `checkpoints`: the kept
+    trained models (`Cell.checkpoint_key`; their cells only score); `trial_times`: {(dataset, model): {kind:
     seconds per epoch of the study's finished trials}}."""
     rows: dict[tuple[str, str], Row] = {}
     todo = {(c.dataset, c.model) for c in pending}
@@ -142,9 +142,10 @@ def plan_rows(
             row.ablations += 1
     trainings: dict[tuple[str, str], set] = {}
     for c in pending:
-        trainings.setdefault((c.dataset, c.model), set()).add(c.training_key)
+        if c.checkpoint_key not in checkpoints:
+            trainings.setdefault((c.dataset, c.model), set()).add(c.training_key)
     for (dataset, model), row in rows.items():
-        row.trainings = len(trainings.get((dataset, model), set()) - checkpoints)
+        row.trainings = len(trainings.get((dataset, model), set()))
         row.trials = trials_left.get((dataset, model), 0)
         row.trial_epoch_s = (trial_times or {}).get((dataset, model), {})
         row.seconds = {kind: cost(row, profs.get((dataset, model, kind)), trial_budget_s, trial_epochs, row.trial_epoch_s.get(kind)) for kind in KINDS}

@@ -7,7 +7,8 @@ included) resumes where it stopped; the training in progress continues from its 
 whose full state is kept in OUT/snapshots/ (git-ignored) until the cell's record is written, and
 ends exactly as an uninterrupted run would (same device and training code: `records.code_digest`).
 Cells that differ only in how the trained model scores (an ablation over DiffRec's sampler, say)
-train once: the first keeps the model in OUT/checkpoints/ (git-ignored), the others load it.
+or in the rule that selects its checkpoint (`train.selection`) train once: the training keeps the
+best model under each rule in OUT/checkpoints/ (git-ignored), the cells load theirs.
 
 The unit of work is one training group (the cells sharing a training key). `--executor local` (the
 default) runs the groups one after another in this process; `--executor ray` runs each as a Ray
@@ -46,8 +47,8 @@ from benchmark.executors import LocalExecutor, add_executor_arguments, check_exe
 from benchmark.metrics import PROTOCOL, SELECTION_METRIC
 from benchmark.records import RecordError, check_writable, code_digest, environment, git_commit, remove_with_temps, write_json_atomic
 from benchmark.registry import build_model, model_spec
-from benchmark.suite import MAIN_TAGS, Cell, Suite
-from benchmark.train import TrainConfig, evaluate, fit, load_state, load_trained, save_trained
+from benchmark.suite import MAIN_TAGS, Cell, Suite, checkpoint_key
+from benchmark.train import TrainConfig, evaluate, fit_rules, load_state, load_trained, save_trained
 
 
 def snapshot_path(out: Path, cell: Cell) -> Path:
@@ -55,19 +56,21 @@ def snapshot_path(out: Path, cell: Cell) -> Path:
 
 
 def run_cell(
-    cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool = True, on_eval=None, suite: str = "", checkpoints: Path | None = None, snapshot: Path | None = None
+    cell: Cell, *, data_dir=None, device: str = "cpu", progress: bool = True, on_eval=None, suite: str = "", checkpoints: Path | None = None, snapshot: Path | None = None,
+    selections: tuple[str, ...] = (),
 ) -> dict:
     """Trains and tests one cell; returns its run record (not yet written).
 
-    With a `checkpoints` folder the trained model is kept there under the cell's training key, or
-    loaded from there when another cell of the same training made it first; then only the scoring
-    (with the cell's inference keys) runs. With a `snapshot` path the training writes its state
-    there after every evaluation and resumes from it (`benchmark.train.fit`)."""
+    The training also follows the selection rules in `selections` (the cell's own always). With a
+    `checkpoints` folder the model selected under each rule is kept there (`Cell.checkpoint_key`),
+    or the cell's is loaded from there when another cell of the same training made it first; then
+    only the scoring (with the cell's inference keys) runs. With a `snapshot` path the training
+    writes its state there after every evaluation and resumes from it (`benchmark.train.fit_rules`)."""
     ds, split, max_len = load_data(cell, data_dir)
     tcfg = build_config(TrainConfig, cell.train_config, where="train")
     model, mcfg = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len, seed=cell.seed)
     env = environment(device)
-    saved = Path(checkpoints) / f"{cell.training_key}.pt" if checkpoints is not None else None
+    saved = Path(checkpoints) / f"{cell.checkpoint_key}.pt" if checkpoints is not None else None
     reused = saved is not None and saved.exists()
     if reused:
         try:
@@ -76,18 +79,25 @@ def run_cell(
             raise RecordError(f"{saved}: cannot load this checkpoint into {cell.model} ({type(exc).__name__}: another version's); delete it to train again") from None
     else:
         found = snapshot is not None and snapshot.exists()
+        rules = tuple(sorted({cell.selection, *selections}))
         tag = {"training_key": cell.training_key, "code": code_digest(), "device": env["device"]}
-        fitted = fit(model, split, tcfg, seed=cell.seed, device=device, progress=progress, on_eval=on_eval, snapshot=snapshot, snapshot_tag=tag)
+        by_rule = fit_rules(model, split, tcfg, rules, seed=cell.seed, device=device, progress=progress, on_eval=on_eval, snapshot=snapshot, snapshot_tag=tag)
+        fitted, best_state = by_rule[cell.selection]
         if found and not fitted.resumed_at:
-            print(f"{snapshot}: made by other code or on another device; trained from the start", flush=True)
+            print(f"{snapshot}: made by other code, on another device or for other selection rules; trained from the start", flush=True)
         trained_on = {
             "device": env["device"],
             "git_commit": env["git_commit"],
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "resumed_at_epochs": fitted.resumed_at,  # an interrupted training continued from its snapshot
+            "selections": list(rules),  # the training went on until each of these rules had stopped
         }
         if saved is not None:
-            save_trained(model, fitted, saved, trained_on)
+            for rule, (rule_fitted, state) in by_rule.items():  # state None: nothing to train, never evaluated
+                path = saved.parent / f"{checkpoint_key(cell.training_key, rule)}.pt"
+                save_trained(model.state_dict() if state is None else state, rule_fitted, path, {**trained_on, "resumed_at_epochs": rule_fitted.resumed_at})
+        if best_state is not None:
+            model.load_state_dict(best_state)
     if cell.inference:  # the same parameters, scored with the cell's sampler settings
         trained = model
         model, mcfg = build_model(cell.model, cell.scoring_config, n_items=split.n_items, max_len=max_len)
@@ -196,17 +206,15 @@ def check_saved_states(out: Path, todo: list[Cell], shared: Counter) -> None:
     """Loads the snapshots and checkpoints that the cells to run will load, so that a damaged one
     stops the run before any training (a RecordError naming it), not after the trainings before it.
     One that disappears meanwhile was finished by another process sharing OUT."""
-    for cell in {c.training_key: c for c in todo}.values():
-        saved = [(snapshot_path(out, cell), "training snapshot")]
-        if shared[cell.training_key] > 1:
-            saved.append((out / "checkpoints" / f"{cell.training_key}.pt", "checkpoint"))
-        for path, what in saved:
-            try:
-                if path.exists():
-                    load_state(path, what)
-            except RecordError:
-                if path.exists():
-                    raise
+    saved = {snapshot_path(out, c): "training snapshot" for c in todo}
+    saved.update({out / "checkpoints" / f"{c.checkpoint_key}.pt": "checkpoint" for c in todo if shared[c.training_key] > 1})
+    for path, what in saved.items():
+        try:
+            if path.exists():
+                load_state(path, what)
+        except RecordError:
+            if path.exists():
+                raise
 
 
 def check_studies(suite: Suite, out: Path, args) -> None:
@@ -233,12 +241,14 @@ def run_group(
     checkpoint go under OUT on the worker's filesystem."""
     if threads:
         torch.set_num_threads(threads)
+    checkpoints = Path(out) / "checkpoints" if keep_checkpoint else None
+    # one training selects a model under each rule that a cell still to score needs
+    selections = tuple(c.selection for c in cells if not is_done(out, c) and (checkpoints is None or not (checkpoints / f"{c.checkpoint_key}.pt").exists()))
     records = {}
     for cell in cells:
         if is_done(out, cell):
             continue
-        checkpoints = Path(out) / "checkpoints" if keep_checkpoint else None
-        record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite, checkpoints=checkpoints, snapshot=snapshot_path(out, cell))
+        record = run_cell(cell, data_dir=data_dir, device=device, progress=progress, suite=suite, checkpoints=checkpoints, snapshot=snapshot_path(out, cell), selections=selections)
         records[cell.key] = {**record, "executor": {"name": executor, "node": node_name()}}
     return records
 

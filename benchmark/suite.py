@@ -121,6 +121,12 @@ DATA_KEYS = {f.name for f in dataclasses.fields(DataOptions)}
 TUNE_KEYS = {f.name for f in dataclasses.fields(TuneOptions)}
 
 
+def checkpoint_key(training_key: str, selection: str) -> str:
+    """The name of a training's model selected under `selection`; the protocol's unmasked rule keeps
+    the bare training key, as before one training kept a model per rule."""
+    return training_key + ("" if selection == "unmasked" else f".{selection}")
+
+
 @dataclass(frozen=True)
 class Cell:
     """One run: dataset x model x seed under fully resolved settings."""
@@ -147,13 +153,26 @@ class Cell:
 
     @property
     def training_key(self) -> str:
-        """Names the training (and model selection) of this cell: cells that differ only in tag and
-        inference share one, so their records come from one trained model (benchmark.run)."""
+        """Names the training of this cell: cells that differ only in tag, inference and selection
+        rule share one (a rule changes no training draw, only which evaluation's parameters are
+        kept), so their records come from one training (benchmark.run)."""
         identity = self.identity()
         for name in ("tuning", "tag", "inference"):
             identity.pop(name, None)
         identity["source"].pop("file", None)
+        identity["train_config"].pop("selection", None)
         return f"{self.dataset}__{self.model}__s{self.seed}__{_digest(identity)}"
+
+    @property
+    def selection(self) -> str:
+        """The validation NDCG@10 that stops this cell's training and selects its model (TrainConfig)."""
+        return self.train_config.get("selection", TrainConfig.ADDED_FIELDS["selection"])
+
+    @property
+    def checkpoint_key(self) -> str:
+        """Names the trained model this cell scores: its training's, selected under its rule."""
+        return checkpoint_key(self.training_key, self.selection)
+
 
     @property
     def scoring_config(self) -> dict:

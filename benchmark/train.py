@@ -4,7 +4,8 @@
 - Validation every `eval_every` epochs; early stopping on validation NDCG@10 (unmasked, the
   protocol's default; `selection = "masked"` reads the history-masked one instead) with a
   patience counted in evaluations, never before `min_epochs`; the best checkpoint is kept and restored before the single test
-  evaluation. Optionally, a snapshot of the whole training state after each evaluation (loaded
+  evaluation. One training can follow several selection rules at once (`fit_rules`): each keeps
+  its own best checkpoint and history, exactly as a run with that rule alone. Optionally, a snapshot of the whole training state after each evaluation (loaded
   with `torch.load(weights_only=True)`) lets an interrupted run resume exactly.
 - Seeds for Python, numpy and torch; evaluation of stochastic models draws from a generator
   seeded from the run seed, so a record is reproducible.
@@ -137,11 +138,11 @@ class FitResult:
     resumed_at: list[int] = field(default_factory=list)  # epochs after which an interrupted run was resumed
 
 
-def save_trained(model: SeqRecModel, fitted: FitResult, path: str | Path, about: dict | None = None) -> Path:
-    """Writes a trained model, its training history and `about` (plain data: where it trained)
-    atomically (a temporary file, then a rename)."""
+def save_trained(state: dict, fitted: FitResult, path: str | Path, about: dict | None = None) -> Path:
+    """Writes a trained model's parameters (`state`), its training history and `about` (plain data:
+    where it trained) atomically (a temporary file, then a rename)."""
     with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "fit": dataclasses.asdict(fitted), "about": about or {}}, tmp)
+        torch.save({"model": state, "fit": dataclasses.asdict(fitted), "about": about or {}}, tmp)
     return Path(path)
 
 
@@ -167,23 +168,35 @@ def load_trained(model: SeqRecModel, path: str | Path, device="cpu") -> tuple[Fi
     return FitResult(**state["fit"]), state["about"]
 
 
-def _snapshot(model: SeqRecModel, optimizers, rng: np.random.Generator, result: FitResult, best: float, best_state: dict | None, evals_without_gain: int, tag: dict) -> dict:
-    """Everything `fit` needs to continue a run exactly where it evaluated last (training draws only
-    from torch's generators and `rng`)."""
+@dataclass(eq=False)
+class _Rule:
+    """One selection rule's early stopping within a training: its history (frozen once it stops),
+    best validation score so far and that evaluation's parameters."""
+
+    selection: str
+    result: FitResult
+    best: float = -1.0
+    best_state: dict | None = None
+    evals_without_gain: int = 0
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_state": self.best_state, "evals_without_gain": self.evals_without_gain, "fit": dataclasses.asdict(self.result)}
+
+
+def _snapshot(model: SeqRecModel, optimizers, rng: np.random.Generator, rules: list[_Rule], tag: dict) -> dict:
+    """Everything `fit_rules` needs to continue a run exactly where it evaluated last (training
+    draws only from torch's generators and `rng`)."""
     return {
         "tag": tag,
         "model": model.state_dict(),
         "model_training_state": model.training_state(),
         "optimizers": [o.state_dict() for o in optimizers],
-        "best": best,
-        "best_state": best_state,
-        "evals_without_gain": evals_without_gain,
-        "fit": dataclasses.asdict(result),
+        "rules": {r.selection: r.state() for r in rules},
         "rng": {"batches": rng.bit_generator.state, "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
 
 
-def _restore(state: dict, model: SeqRecModel, optimizers, rng: np.random.Generator, device) -> tuple[FitResult, float, dict | None, int]:
+def _restore(state: dict, model: SeqRecModel, optimizers, rng: np.random.Generator, device) -> list[_Rule]:
     model.load_state_dict(state["model"])
     model.load_training_state(state["model_training_state"])
     for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
@@ -192,44 +205,71 @@ def _restore(state: dict, model: SeqRecModel, optimizers, rng: np.random.Generat
     torch.set_rng_state(state["rng"]["torch"].cpu())
     if state["rng"]["cuda"] and str(device).startswith("cuda"):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-    return FitResult(**state["fit"]), state["best"], state["best_state"], state["evals_without_gain"]
+    return [_Rule(name, FitResult(**r["fit"]), r["best"], r["best_state"], r["evals_without_gain"]) for name, r in state["rules"].items()]
 
 
 def fit(
     model: SeqRecModel, split: Split, cfg: TrainConfig, *, seed: int, device="cpu", progress: bool = True, on_eval=None, snapshot: Path | None = None, snapshot_tag: dict | None = None
 ) -> FitResult:
-    """Trains `model` with early stopping and leaves the best validation checkpoint loaded.
+    """Trains `model` with early stopping on `cfg.selection` and leaves the best validation
+    checkpoint loaded (`fit_rules` with that one rule)."""
+    fitted, best_state = fit_rules(model, split, cfg, (cfg.selection,), seed=seed, device=device, progress=progress, on_eval=on_eval, snapshot=snapshot, snapshot_tag=snapshot_tag)[cfg.selection]
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return fitted
 
-    `on_eval(epoch, valid_ndcg10)` is called after each evaluation (tuning prunes through it; it
-    may raise to stop the run); a resumed run first calls it for each evaluation it restored.
 
-    With `snapshot` (a file path), the whole training state (parameters, optimizers, the best
-    checkpoint, early-stopping counters, random generators) is written there atomically after every
-    evaluation, and a snapshot found there at the start is resumed from: a run interrupted at any
-    point continues from its last evaluation and ends exactly as it would have without the
-    interruption. A snapshot whose `snapshot_tag` (plain data naming the run and the code) differs
-    is ignored. The caller deletes the file once it has what it needs."""
+def fit_rules(
+    model: SeqRecModel, split: Split, cfg: TrainConfig, selections: tuple[str, ...], *, seed: int, device="cpu", progress: bool = True, on_eval=None,
+    snapshot: Path | None = None, snapshot_tag: dict | None = None,
+) -> dict[str, tuple[FitResult, dict | None]]:
+    """Trains `model` once with early stopping under each selection rule in `selections` (values of
+    `TrainConfig.selection`, `cfg.selection` among them). -> {rule: (its history, its best
+    validation checkpoint's parameters, None if it never evaluated)}; the model is left as the last
+    epoch made it.
+
+    A rule draws nothing, so each rule's history is exactly what a run with that rule alone would
+    record: training goes on until every rule has stopped, and a rule's history ends where it
+    stopped.
+
+    `on_eval(epoch, valid_ndcg10)` is called after each evaluation up to `cfg.selection`'s stop, with
+    the score it reads (tuning prunes through it; it may raise to stop the run); a resumed run first
+    calls it for each evaluation it restored.
+
+    With `snapshot` (a file path), the whole training state (parameters, optimizers, each rule's
+    best checkpoint and early-stopping counters, random generators) is written there atomically
+    after every evaluation, and a snapshot found there at the start is resumed from: a run
+    interrupted at any point continues from its last evaluation and ends exactly as it would have
+    without the interruption. A snapshot whose `snapshot_tag` (plain data naming the run and the
+    code) or rules differ is ignored. The caller deletes the file once it has what it needs."""
+    selections = tuple(sorted(set(selections)))
+    if cfg.selection not in selections or not set(selections) <= {"unmasked", "masked"}:
+        raise ValueError(f"selection rules {selections}: expected 'unmasked' and/or 'masked', cfg.selection ({cfg.selection!r}) among them")
     seed_everything(seed)
     model.to(device)
     model.fit_statistics(list(split.train_sequences))
-    result = FitResult(best_epoch=0, epochs_run=0)
+    rules = [_Rule(s, FitResult(best_epoch=0, epochs_run=0)) for s in selections]
     if not model.trainable:
-        result.stopped = "no trainable parameters"
-        return result
+        for rule in rules:
+            rule.result.stopped = "no trainable parameters"
+        return {r.selection: (r.result, None) for r in rules}
     optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay)
     rng = np.random.default_rng(seed)
-    best, best_state, evals_without_gain = -1.0, None, 0
-    tag = snapshot_tag or {}
+    tag = {**(snapshot_tag or {}), "selections": list(selections)}
     if snapshot is not None and Path(snapshot).exists():
         state = load_state(snapshot, "training snapshot", device)
         if state.get("tag") == tag:
-            result, best, best_state, evals_without_gain = _restore(state, model, optimizers, rng, device)
-            result.resumed_at.append(result.epochs_run)
-            for point in result.curve if on_eval is not None else []:
-                on_eval(point["epoch"], selected(point, cfg.selection))
-    epochs = range(0) if result.stopped else range(result.epochs_run + 1, cfg.epochs + 1)  # a resumed run may be over
+            rules = _restore(state, model, optimizers, rng, device)
+            for rule in rules:
+                rule.result.resumed_at.append(rule.result.epochs_run)
+    main = next(r for r in rules if r.selection == cfg.selection)
+    for point in main.result.curve if on_eval is not None else []:  # the evaluations a resumed run restored
+        on_eval(point["epoch"], selected(point, cfg.selection))
+    running = [r for r in rules if not r.result.stopped]
+    last = max(r.result.epochs_run for r in rules)
+    epochs = range(last + 1, cfg.epochs + 1) if running else range(0)  # a resumed run may be over
     bar = tqdm(epochs, desc="epochs", leave=False, disable=not progress)
-    start = time.perf_counter() - result.train_seconds  # a resumed run counts the time already spent
+    start = time.perf_counter() - max(r.result.train_seconds for r in rules)  # a resumed run counts the time already spent
     for epoch in bar:
         model.train()
         model.on_epoch_start(epoch)
@@ -243,36 +283,39 @@ def fit(
             n += 1
         if not math.isfinite(sums.get("loss", 0.0)):
             raise FloatingPointError(f"training loss became {sums['loss']} at epoch {epoch}")
-        result.epoch_seconds.append(time.perf_counter() - t0)
-        result.epochs_run = epoch
+        seconds = time.perf_counter() - t0
+        for rule in running:
+            rule.result.epoch_seconds.append(seconds)
+            rule.result.epochs_run = epoch
         out_of_time = cfg.time_budget_s and time.perf_counter() - start > cfg.time_budget_s
         if epoch % cfg.eval_every and epoch != cfg.epochs and not out_of_time:
             continue
         ev = evaluate(model, split.valid, batch_size=cfg.eval_batch_size, seed=seed, device=device)
         point = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}, "valid": ev["metrics"], "valid_masked": ev["metrics_masked"], "eval_seconds": ev["seconds"]}
-        score = selected(point, cfg.selection)
         point.update(model.epoch_diagnostics(split.valid.inputs.to(device)))
-        result.curve.append(point)
-        bar.set_postfix(loss=f"{point.get('loss', 0):.4f}", ndcg10=f"{score:.4f}")
-        if score > best:
-            best, evals_without_gain, result.best_epoch = score, 0, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            evals_without_gain += 1
-        if evals_without_gain >= cfg.patience and epoch >= cfg.min_epochs:
-            result.stopped = f"patience ({cfg.patience} evaluations without gain)"
-        elif out_of_time:
-            result.stopped = f"time budget {cfg.time_budget_s:g}s"
-        elif epoch == cfg.epochs:
-            result.stopped = "epoch budget"
-        result.train_seconds = time.perf_counter() - start
+        bar.set_postfix(loss=f"{point.get('loss', 0):.4f}", ndcg10=f"{selected(point, cfg.selection):.4f}")
+        train_seconds = time.perf_counter() - start
+        for rule in running:
+            result, score = rule.result, selected(point, rule.selection)
+            result.curve.append(point)
+            if score > rule.best:
+                rule.best, rule.evals_without_gain, result.best_epoch = score, 0, epoch
+                rule.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                rule.evals_without_gain += 1
+            if rule.evals_without_gain >= cfg.patience and epoch >= cfg.min_epochs:
+                result.stopped = f"patience ({cfg.patience} evaluations without gain)"
+            elif out_of_time:
+                result.stopped = f"time budget {cfg.time_budget_s:g}s"
+            elif epoch == cfg.epochs:
+                result.stopped = "epoch budget"
+            result.train_seconds = train_seconds
         if snapshot is not None:
             with atomic_path(snapshot) as tmp:
-                torch.save(_snapshot(model, optimizers, rng, result, best, best_state, evals_without_gain, tag), tmp)
-        if on_eval is not None:
-            on_eval(epoch, score)
-        if result.stopped:
+                torch.save(_snapshot(model, optimizers, rng, rules, tag), tmp)
+        if on_eval is not None and main in running:
+            on_eval(epoch, selected(point, cfg.selection))
+        running = [r for r in running if not r.result.stopped]
+        if not running:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return result
+    return {r.selection: (r.result, r.best_state) for r in rules}

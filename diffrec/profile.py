@@ -57,10 +57,10 @@ def main(argv=None) -> int:
         record = json.loads(Path(args.record).read_text())
         if record.get("model") != "diffrec" or "training" not in record:
             raise DataError(f"{args.record}: not a DiffRec record with a training key")
-        saved = Path(args.record).resolve().parent.parent / "checkpoints" / f"{record['training']['key']}.pt"
+        cell = Cell(**record["cell"])
+        saved = Path(args.record).resolve().parent.parent / "checkpoints" / f"{cell.checkpoint_key}.pt"
         if not saved.exists():
             raise DataError(f"{saved}: no checkpoint for this record's training (only trainings shared by several cells keep one)")
-        cell = Cell(**record["cell"])
         _, split, max_len = load_data(cell, args.data_dir)
         model, _ = build_model("diffrec", cell.model_config, n_items=split.n_items, max_len=max_len)
         load_trained(model, saved)

@@ -4,7 +4,7 @@ import json
 import optuna
 
 from benchmark import run
-from benchmark.plan import Profile, Row, cost, profiles, trial_epoch_seconds, trials_done
+from benchmark.plan import Profile, Row, cost, plan_rows, profiles, trial_epoch_seconds, trials_done
 from benchmark.records import device_kind
 
 
@@ -153,3 +153,17 @@ def test_the_plan_says_when_width_control_cells_wait_for_the_studies(tmp_path, c
     assert "width control ([width_control]): not counted" in capsys.readouterr().out
     assert run.main(["--suite", "quick", "--out", str(tmp_path), "--no-progress", "--plan"]) == 0
     assert "width control" not in capsys.readouterr().out
+
+
+def test_selection_rules_count_one_training_until_each_rules_model_is_kept(tmp_path):
+    from benchmark.suite import resolve_suite
+    from tests.synthetic import chain_dataset, write_sequences
+
+    write_sequences(tmp_path / "chain.txt", chain_dataset(n_items=12, users=20))
+    raw = {"models": ["sasrec-ce"], "ablation": [{"model": "sasrec-ce", "grid": {"train.selection": ["masked"]}}]}
+    suite = resolve_suite("t", raw, files=[(str(tmp_path / "chain.txt"), "sequences")])
+    unmasked, masked = sorted(suite.cells, key=lambda c: c.selection, reverse=True)
+    trainings = lambda kept: plan_rows(suite, suite.cells, {}, kept, {})[0].trainings  # noqa: E731
+    assert trainings(set()) == 1  # both rules from one training
+    assert trainings({unmasked.checkpoint_key}) == 1  # the masked rule's model is not kept: train again
+    assert trainings({unmasked.checkpoint_key, masked.checkpoint_key}) == 0

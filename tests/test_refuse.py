@@ -220,7 +220,7 @@ def test_stray_json_in_runs_is_named_and_skipped_by_run_and_report(tmp_path, cap
 def test_a_damaged_snapshot_is_one_line_naming_it_before_any_training(tmp_path, capsys, suite_file, monkeypatch):
     suite_file.write_text(suite_file.read_text().replace('["pop"]', '["sasrec-ce"]\nseeds = [0, 1]') + "[model.all]\nhidden = 8\n")
     first, second = resolve_suite(*load_suite_file(str(suite_file))).cells
-    monkeypatch.setattr(run, "fit", lambda *a, **kw: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(run, "fit_rules", lambda *a, **kw: pytest.fail("trained before refusing"))
     out = tmp_path / "out"
     snapshot = run.snapshot_path(out, second)  # the first cell's training would come first
     snapshot.parent.mkdir(parents=True)

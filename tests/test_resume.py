@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmark.records import PROJECT_ROOT, RecordError, atomic_path, code_digest, module_closure, write_json_atomic
 from benchmark.run import is_done, record_path, remove_stale_temps, run_suite
@@ -142,8 +143,8 @@ def test_sampler_points_train_once_and_resume_from_the_checkpoint(tmp_path, monk
     suite = resolve_suite("t", raw, files=[(str(tmp_path / "chain.txt"), "sequences")])
     assert len(suite.cells) == 3 and len({c.training_key for c in suite.cells}) == 1
     fits = []
-    real_fit = run_mod.fit
-    monkeypatch.setattr(run_mod, "fit", lambda *a, **kw: fits.append(1) or real_fit(*a, **kw))
+    real_fit = run_mod.fit_rules
+    monkeypatch.setattr(run_mod, "fit_rules", lambda *a, **kw: fits.append(1) or real_fit(*a, **kw))
     run_suite(suite, out=tmp_path / "out", progress=False)
     assert len(fits) == 1  # one training for three records
     (saved,) = (tmp_path / "out" / "checkpoints").glob("*.pt")
@@ -168,7 +169,7 @@ def test_sampler_points_train_once_and_resume_from_the_checkpoint(tmp_path, monk
     # records lost, checkpoint kept: the rerun scores again without training
     for path in (tmp_path / "out" / "runs").glob("*.json"):
         path.unlink()
-    monkeypatch.setattr(run_mod, "fit", lambda *a, **kw: pytest.fail("trained again"))
+    monkeypatch.setattr(run_mod, "fit_rules", lambda *a, **kw: pytest.fail("trained again"))
     assert len(run_suite(suite, out=tmp_path / "out", progress=False)) == 3
     again = {r["tag"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "out" / "runs").glob("*.json")))}
     assert {t: r["metrics"] for t, r in again.items()} == {t: r["metrics"] for t, r in records.items()}
@@ -179,6 +180,43 @@ def test_sampler_points_train_once_and_resume_from_the_checkpoint(tmp_path, monk
     next((tmp_path / "out" / "runs").glob("*.json")).unlink()
     with pytest.raises(RecordError, match=f"{saved.name}: cannot load this checkpoint"):
         run_suite(suite, out=tmp_path / "out", progress=False)
+
+
+def test_selection_rules_share_one_training_and_each_record_is_its_own_run(tmp_path, monkeypatch):
+    """Cells that differ only in `train.selection` train once (both rules followed to their stops),
+    and each record is what the cell run alone gives: its curve, stop, and test metrics."""
+    import benchmark.run as run_mod
+
+    torch.set_num_threads(1)
+    write_sequences(tmp_path / "chain.txt", chain_dataset(n_items=12, users=80))
+    raw = {
+        "models": ["sasrec-ce"],
+        "train": {"epochs": 12, "eval_every": 1, "patience": 2, "batch_size": 32, "lr": 3e-3},
+        "model": {"all": {"hidden": 16}},
+        "ablation": [{"model": "sasrec-ce", "grid": {"train.selection": ["masked"]}}],
+    }
+    suite = resolve_suite("t", raw, files=[(str(tmp_path / "chain.txt"), "sequences")])
+    main, masked = sorted(suite.cells, key=lambda c: c.selection, reverse=True)
+    assert (main.selection, masked.selection) == ("unmasked", "masked") and main.training_key == masked.training_key
+    assert main.checkpoint_key == main.training_key != masked.checkpoint_key
+    fits = []
+    real_fit = run_mod.fit_rules
+    monkeypatch.setattr(run_mod, "fit_rules", lambda *a, **kw: fits.append(a[3]) or real_fit(*a, **kw))
+    run_suite(suite, out=tmp_path / "out", progress=False)
+    assert fits == [("masked", "unmasked")]  # one training for both records
+    assert sorted(p.stem for p in (tmp_path / "out" / "checkpoints").glob("*.pt")) == sorted([main.checkpoint_key, masked.checkpoint_key])
+    shared = {c.selection: json.loads(record_path(tmp_path / "out", c).read_text()) for c in (main, masked)}
+    alone = {c.selection: run_mod.run_cell(c, progress=False) for c in (main, masked)}
+    assert fits[1:] == [("unmasked",), ("masked",)]
+    assert shared["unmasked"]["epochs_run"] != shared["masked"]["epochs_run"]  # the rules stopped apart
+    drop = lambda curve: [{k: v for k, v in p.items() if k != "eval_seconds"} for p in curve]  # noqa: E731
+    for selection, record in shared.items():
+        solo = alone[selection]
+        assert record["metrics"] == solo["metrics"] and record["per_user"] == solo["per_user"]
+        assert (record["best_epoch"], record["epochs_run"], record["stopped"]) == (solo["best_epoch"], solo["epochs_run"], solo["stopped"])
+        assert drop(record["curve"]) == drop(solo["curve"])
+        assert record["training"]["selections"] == ["masked", "unmasked"] and solo["training"]["selections"] == [selection]
+    assert sorted(r["training"]["reused"] for r in shared.values()) == [False, True]
 
 
 def test_a_copy_of_the_tree_names_its_commit_from_the_environment(monkeypatch):

@@ -6,7 +6,7 @@ from benchmark.config import ConfigError, build_config
 from benchmark.records import RecordError
 from benchmark.registry import build_model
 from benchmark.splits import leave_one_out
-from benchmark.train import TrainConfig, evaluate, fit, train_batches
+from benchmark.train import TrainConfig, evaluate, fit, fit_rules, train_batches
 from tests.synthetic import chain_dataset
 
 
@@ -85,6 +85,46 @@ def test_selection_masked_stops_and_selects_on_the_history_masked_ndcg():
         assert abs(restored - max(scores)) < 1e-9
     with pytest.raises(ConfigError, match="selection"):
         build_config(TrainConfig, {"selection": "test"}, where="train")
+
+
+def test_one_training_under_both_rules_gives_each_rule_its_own_run(tmp_path):
+    """`fit_rules` trains once until both rules have stopped; each rule's history, stop and best
+    parameters are exactly those of a run with that rule alone, an interruption included."""
+    torch.set_num_threads(1)
+    split = leave_one_out(chain_dataset(users=120))
+    base = dict(epochs=14, eval_every=1, patience=2, batch_size=32, lr=3e-3)
+    drop = lambda curve: [{k: v for k, v in p.items() if k != "eval_seconds"} for p in curve]  # noqa: E731
+    alone = {}
+    for selection in ("unmasked", "masked"):
+        model, _ = build_model("sasrec-ce", {"hidden": 16}, n_items=split.n_items, max_len=split.max_len, seed=3)
+        fitted = fit(model, split, TrainConfig(**base, selection=selection), seed=3, progress=False)
+        alone[selection] = fitted, model.state_dict()
+    assert alone["unmasked"][0].epochs_run != alone["masked"][0].epochs_run  # the rules stop apart: the longer run goes on past the other's stop
+
+    def both(snapshot=None, stop_at=None):
+        model, _ = build_model("sasrec-ce", {"hidden": 16}, n_items=split.n_items, max_len=split.max_len, seed=3)
+
+        def on_eval(epoch, _):
+            if epoch == stop_at:
+                raise Interrupted
+
+        return fit_rules(model, split, TrainConfig(**base), ("masked", "unmasked"), seed=3, progress=False, on_eval=on_eval, snapshot=snapshot, snapshot_tag={"run": "t"})
+
+    snap = tmp_path / "snap.pt"
+    with pytest.raises(Interrupted):
+        both(snap, stop_at=2)
+    for joint, resumed_at in ((both(), []), (both(snap), [2])):
+        assert set(joint) == {"unmasked", "masked"} and all(fitted.resumed_at == resumed_at for fitted, _ in joint.values())
+        for selection, (fitted, best_state) in joint.items():
+            solo, solo_state = alone[selection]
+            assert drop(fitted.curve) == drop(solo.curve) and len(fitted.epoch_seconds) == solo.epochs_run
+            assert (fitted.best_epoch, fitted.epochs_run, fitted.stopped) == (solo.best_epoch, solo.epochs_run, solo.stopped)
+            for key, value in solo_state.items():
+                torch.testing.assert_close(best_state[key], value, rtol=0, atol=0, msg=key)
+    again = both(snap)  # finished: nothing trains again
+    assert {s: (f.resumed_at, f.epoch_seconds) for s, (f, _) in again.items()} == {s: ([2, f.epochs_run], f.epoch_seconds) for s, (f, _) in joint.items()}
+    with pytest.raises(ValueError, match="cfg.selection"):
+        fit_rules(model, split, TrainConfig(**base, selection="masked"), ("unmasked",), seed=3)
 
 
 def test_evaluate_reports_masked_and_unmasked_from_the_same_scores():
