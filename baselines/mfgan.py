@@ -163,10 +163,10 @@ class MFGAN(SeqRecModel):
         if self.cfg.popularity_buckets:
             self.bucket.copy_(torch.from_numpy(popularity_buckets(counts, self.cfg.popularity_buckets)))
 
-    def configure_optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)) -> list[torch.optim.Optimizer]:
         return [
-            torch.optim.Adam(self.generator.parameters(), lr=lr, weight_decay=weight_decay),
-            torch.optim.Adam(self.discriminators.parameters(), lr=lr, weight_decay=weight_decay),
+            torch.optim.Adam(self.generator.parameters(), lr=lr, weight_decay=weight_decay, betas=betas),
+            torch.optim.Adam(self.discriminators.parameters(), lr=lr, weight_decay=weight_decay, betas=betas),
         ]
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -49,8 +49,8 @@ class SeqRecModel(nn.Module):
     def fit_statistics(self, train_sequences: list) -> None:
         """Called once before training with each user's training items (no valid/test items)."""
 
-    def configure_optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)]
+    def configure_optimizers(self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)]
 
     def training_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
         """One update; adversarial models override this to alternate their players."""

@@ -121,6 +121,10 @@ DATA_KEYS = {f.name for f in dataclasses.fields(DataOptions)}
 TUNE_KEYS = {f.name for f in dataclasses.fields(TuneOptions)}
 
 
+# the longest tag a cell key (a record's file name) spells out: file names stay under 255 bytes
+MAX_TAG_IN_KEY = 150
+
+
 def checkpoint_key(training_key: str, selection: str) -> str:
     """The name of a training's model selected under `selection`; the protocol's unmasked rule keeps
     the bare training key, as before one training kept a model per rule."""
@@ -149,7 +153,8 @@ class Cell:
         identity = self.identity()
         identity.pop("tuning")
         identity["source"].pop("file", None)  # a file is identified by its content, not its path
-        return f"{self.dataset}__{self.model}__{self.tag}__s{self.seed}__{_digest(identity)}"
+        tag = self.tag if len(self.tag) <= MAX_TAG_IN_KEY else self.tag[:MAX_TAG_IN_KEY] + "..."  # the digest tells such cells apart
+        return f"{self.dataset}__{self.model}__{tag}__s{self.seed}__{_digest(identity)}"
 
     @property
     def training_key(self) -> str:

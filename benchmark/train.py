@@ -34,7 +34,7 @@ from benchmark.splits import EvalSet, Split
 class TrainConfig:
     # Fields added after records were made, with the value that behaves as before: a cell leaves
     # them out of its key while they hold it, so those records keep their keys (benchmark.suite).
-    ADDED_FIELDS: ClassVar[dict] = {"min_epochs": 0, "selection": "unmasked"}
+    ADDED_FIELDS: ClassVar[dict] = {"min_epochs": 0, "selection": "unmasked", "adam_beta2": 0.999}
 
     epochs: int = 200  # upper bound; early stopping usually ends sooner
     patience: int = 5  # evaluations without a better validation NDCG@10 before stopping
@@ -43,6 +43,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999  # Adam's second-moment decay (torch's default; RecTools' SASRec uses 0.98)
     eval_batch_size: int = 1024
     # batch sequences of similar length together: the same data with less padding, but a batch's loss
     # is the mean over its real positions, so a short sequence's positions weigh more than in random batches
@@ -60,6 +61,8 @@ class TrainConfig:
             raise ValueError(f"min_epochs must be from 0 to epochs ({self.epochs}), got {self.min_epochs}")
         if self.lr <= 0 or self.weight_decay < 0 or self.time_budget_s < 0:
             raise ValueError("lr must be > 0; weight_decay and time_budget_s >= 0")
+        if not 0 <= self.adam_beta2 < 1:
+            raise ValueError(f"adam_beta2 must be in [0, 1), got {self.adam_beta2}")
 
 
 def selected(point: dict, selection: str) -> float:
@@ -253,7 +256,7 @@ def fit_rules(
         for rule in rules:
             rule.result.stopped = "no trainable parameters"
         return {r.selection: (r.result, None) for r in rules}
-    optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay)
+    optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay, betas=(0.9, cfg.adam_beta2))
     rng = np.random.default_rng(seed)
     tag = {**(snapshot_tag or {}), "selections": list(selections)}
     if snapshot is not None and Path(snapshot).exists():

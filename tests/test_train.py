@@ -127,6 +127,20 @@ def test_one_training_under_both_rules_gives_each_rule_its_own_run(tmp_path):
         fit_rules(model, split, TrainConfig(**base, selection="masked"), ("unmasked",), seed=3)
 
 
+@pytest.mark.parametrize("name", ["sasrec-ce", "mfgan"])
+def test_adam_beta2_reaches_every_optimizer(tmp_path, name):
+    split = leave_one_out(chain_dataset(users=40))
+    snap = tmp_path / "snap.pt"
+    for beta2 in (0.999, 0.98):
+        model, _ = build_model(name, {"hidden": 8}, n_items=split.n_items, max_len=split.max_len, seed=0)
+        fit(model, split, TrainConfig(epochs=1, batch_size=16, adam_beta2=beta2), seed=0, progress=False, snapshot=snap, snapshot_tag={"beta2": beta2})
+        optimizers = torch.load(snap, weights_only=True)["optimizers"]
+        assert len(optimizers) == (2 if name == "mfgan" else 1)
+        assert all(group["betas"] == (0.9, beta2) for opt in optimizers for group in opt["param_groups"])
+    with pytest.raises(ValueError, match="adam_beta2"):
+        TrainConfig(adam_beta2=1.0)
+
+
 def test_evaluate_reports_masked_and_unmasked_from_the_same_scores():
     split = leave_one_out(chain_dataset(users=50))
     model, _ = build_model("sasrec-ce", {"hidden": 8}, n_items=split.n_items, max_len=split.max_len)
