@@ -190,7 +190,8 @@ def figure_ablation_curves(frame: pd.DataFrame, records: list[dict], folder: Pat
     one panel per dataset and model with an ablation setting that trains (a setting that only scores
     differently reuses its base's training and curve), the lowest seed of each setting; solid
     unmasked, dashed history-masked where the record has it (older records hold unmasked only). Each
-    setting is named by the keys in which the panel's settings differ."""
+    setting is named by the keys in which the panel's settings differ; a training shared by the
+    cells of several selection rules is drawn once, with its rules."""
     trained = frame[[bool(records[i]["curve"]) and not records[i].get("training", {}).get("reused") for i in frame.i]]
     trained = trained.sort_values("seed").drop_duplicates(["dataset", "model", "tag"])
     groups = [(key, g) for key, g in trained.groupby(["dataset", "model"], sort=False) if (~g.tag.isin(MAIN_TAGS)).any() and len(g) > 1]
@@ -202,9 +203,13 @@ def figure_ablation_curves(frame: pd.DataFrame, records: list[dict], folder: Pat
         common = set.intersection(*map(set, parts.values())) if len(parts) > 1 else set()
         for n, row in enumerate(g.sort_values("tag", key=lambda t: ~t.isin(MAIN_TAGS)).itertuples()):
             label = row.tag if row.tag in MAIN_TAGS else ",".join(p for p in parts[row.tag] if p not in common)
+            rules = records[row.i].get("training", {}).get("selections", [])
+            if len(rules) > 1:  # one training served the cells of each rule (benchmark.run): draw it once, named so
+                label = ",".join(p for p in label.split(",") if not p.startswith("train.selection="))
+            seed = f"s{row.seed}" + (f", selected {' and '.join(rules)}" if len(rules) > 1 else "")
             curve, color = records[row.i]["curve"], plt.cm.tab10(n % 10)
             epochs = [p["epoch"] for p in curve]
-            ax.plot(epochs, [p["valid"][SELECTION_METRIC] for p in curve], color=color, linewidth=1, label=f"{label} (s{row.seed})")
+            ax.plot(epochs, [p["valid"][SELECTION_METRIC] for p in curve], color=color, linewidth=1, label=f"{label} ({seed})".lstrip())
             if all("valid_masked" in p for p in curve):
                 ax.plot(epochs, [p["valid_masked"][SELECTION_METRIC] for p in curve], color=color, linewidth=1, linestyle="--")
         ax.set(title=f"{dataset} / {model}", xlabel="epoch", ylabel=f"validation {SELECTION_METRIC}")

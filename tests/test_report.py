@@ -466,16 +466,22 @@ def test_ablation_curves_show_each_training_once_unmasked_and_masked(monkeypatch
         fake_record("a", "diffrec", 0, np.arange(N_USERS), curve=curve(0.01, False)),
         fake_record("a", "diffrec", 0, np.arange(N_USERS), tag="sampler=strided", curve=curve(0.01, False)),
         fake_record("b", "sasrec-ce", 0, np.arange(N_USERS)),  # no ablation: no panel
+        fake_record("a", "sasrec-ss", 0, np.arange(N_USERS), tag="hidden=256,train.selection=masked", curve=curve(0.005, True)),
+        fake_record("a", "sasrec-ss", 0, np.arange(N_USERS), tag="hidden=256,train.selection=unmasked", curve=curve(0.005, True)),
     ]
     records[4]["training"] = {"reused": True}  # scores diffrec's default training: nothing new to draw
+    # one training for both rules (benchmark.run): the unmasked cell trained it, the masked one loaded its model
+    records[6]["training"] = {"reused": True, "selections": ["masked", "unmasked"]}
+    records[7]["training"] = {"reused": False, "selections": ["masked", "unmasked"]}
     frame = report.records_frame(records)
     drawn = capture_figures(monkeypatch)
     paths = figures.figure_ablation_curves(frame, records, tmp_path)
     assert [p.name for p in paths] == ["ablation_curves.png", "ablation_curves.pdf"]
     (ax,) = [ax for ax in drawn[0].axes if ax.get_visible()]  # diffrec's only setting reuses the main training
     assert ax.get_title() == "a / sasrec-ss"
-    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--", "-", "--"]
-    assert [list(line.get_ydata()) for line in ax.get_lines()][2:] == [[0.04, 0.08], [0.08, 0.16]]  # seed 0 of "unmasked"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train.selection=masked (s0)", "train.selection=unmasked (s0)"]
-    assert ax.get_legend().get_title().get_text() == "hidden=64"
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--"] * 3
+    assert [list(line.get_ydata()) for line in ax.get_lines()][2:] == [[0.04, 0.08], [0.08, 0.16], [0.01, 0.02], [0.02, 0.04]]  # seed 0 of "unmasked"; the shared training
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["hidden=64,train.selection=masked (s0)", "hidden=64,train.selection=unmasked (s0)", "hidden=256 (s0, selected masked and unmasked)"]
+    assert ax.get_legend().get_title() is None or ax.get_legend().get_title().get_text() == ""
     assert figures.figure_ablation_curves(frame[frame.dataset == "b"], records, tmp_path) == []
