@@ -25,8 +25,8 @@ encoder; the score of item v after position t is <F_t, E_v> with the item table 
 
 Deviations and choices:
 - Pre-LayerNorm blocks with a GELU feed-forward of width 4d (the paper: post-attention LN, ReLU,
-  width d). Common in maintained reimplementations and more stable; the shape of the model is the
-  same.
+  width d; `block = "sasrec"` below). Common in maintained reimplementations and more stable; the
+  shape of the model is the same.
 - The BCE negative is drawn uniformly from all items other than the positive; the authors' code
   also excludes the user's other items. With ~12k items and ~9 history items the difference
   affects about 0.1% of draws.
@@ -58,9 +58,14 @@ transformer_benchmark's requirements.txt), off by default (the defaults are this
 - `init = "xavier"`: Xavier-normal on every parameter of two or more dimensions, embeddings and
   positions included (RecTools' lightning module; its biases keep torch's uniform default, ours
   stay zero), the padding row zeroed again.
-Not switchable (the shared encoder, benchmark/layers.py): RecTools' blocks are the SASRec authors'
-(LayerNorm on the attention query only, residual from the normalised query, ReLU feed-forward of
-width d), attend to padding (key-padding mask off) and train with Adam betas (0.9, 0.98).
+- `block = "sasrec"`: the SASRec authors' block, as RecTools has it (`benchmark.layers.SASRecBlock`:
+  LayerNorm on the attention query only, residual from the normalised query, ReLU feed-forward of
+  width d), for our pre-LN GELU one of width 4d.
+- `attend_padding`: every sequence is padded to max_len (RecTools' fixed window) and its positions
+  attend to the padding before them (RecTools passes no key-padding mask; padded inputs are zeroed,
+  so their keys and values are the projections' biases); ours cut batches to their longest
+  sequence and never attend to padding.
+RecTools' Adam betas (0.9, 0.98) are a training key, `train.adam_beta2`.
 """
 from __future__ import annotations
 
@@ -90,9 +95,11 @@ class SASRecConfig:
     table_dropout: float = 0.0  # dropout on the whole item table per training step (input and scoring)
     scale_input: bool = True  # item vectors times sqrt(hidden) at the input
     init: Literal["normal", "xavier"] = "normal"  # normal(0, init_std), or Xavier-normal (RecTools)
+    block: Literal["pre_ln", "sasrec"] = "pre_ln"  # benchmark.layers.BLOCKS: ours, or the SASRec authors' (RecTools)
+    attend_padding: bool = False  # pad every sequence to max_len and let positions attend to the padding (RecTools)
 
     # fields added after the first records, with the value that behaves as before (benchmark.suite)
-    ADDED_FIELDS: ClassVar[dict] = {"negatives": 256, "t": None, "table_dropout": 0.0, "scale_input": True, "init": "normal"}
+    ADDED_FIELDS: ClassVar[dict] = {"negatives": 256, "t": None, "table_dropout": 0.0, "scale_input": True, "init": "normal", "block": "pre_ln", "attend_padding": False}
 
     def __post_init__(self):
         if self.hidden <= 0 or self.layers <= 0 or self.heads <= 0:
@@ -126,7 +133,7 @@ class SASRec(SeqRecModel):
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, d)
         self.drop = nn.Dropout(cfg.dropout)
-        self.encoder = TransformerEncoder(d, cfg.layers, cfg.heads, cfg.dropout)
+        self.encoder = TransformerEncoder(d, cfg.layers, cfg.heads, cfg.dropout, cfg.block)
         self.apply(partial(init_weights, std=cfg.init_std))
         if cfg.init == "xavier":
             for p in self.parameters():
@@ -142,13 +149,18 @@ class SASRec(SeqRecModel):
         """seqs: (B, L) left-padded -> (B, L, d) causal states, or (B, d) the last one's with
         `last_only` (inference only); `table` (n_items + 1, d): the item vectors to look up
         (default: the embedding's)."""
+        width = seqs.shape[1]
+        if self.cfg.attend_padding:  # the full window, so that a state never depends on its batch's width
+            seqs = F.pad(seqs, (self.max_len - width, 0))
         keep = seqs > 0
         x = F.embedding(seqs, self.item_emb.weight if table is None else table, padding_idx=0)  # what self.item_emb(seqs) calls
         if self.cfg.scale_input:
             x = x * self.cfg.hidden**0.5
         x = x + self.pos_emb(position_ids(seqs.shape[1], self.max_len, seqs.device))
-        encode = self.encoder.forward_last if last_only else self.encoder
-        return encode(self.drop(x), keep, attention_mask(keep, causal=True))
+        mask = attention_mask(torch.ones_like(keep) if self.cfg.attend_padding else keep, causal=True)  # (B, 1, L, L)
+        if last_only:
+            return self.encoder.forward_last(self.drop(x), keep, mask)
+        return self.encoder(self.drop(x), keep, mask)[:, -width:]
 
     def loss(self, batch: Batch):
         table = self.item_table()  # (n + 1, d): one dropout draw for the input and the scores

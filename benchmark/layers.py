@@ -55,12 +55,18 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv_out: list | None = None, tail: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv_out: list | None = None, tail: int = 0, context: torch.Tensor | None = None) -> torch.Tensor:
         """kv_out: if given, this call's keys and values are appended to it (contiguous, for reuse).
         tail > 0: the outputs of the last `tail` positions only, (B, tail, d) (queries of those,
-        keys and values of all)."""
+        keys and values of all). context (B, L, d): the keys' and values' input, where it is not x
+        (the SASRec authors' block reads its queries from a normalised x)."""
         B, L, d = x.shape
-        q, k, v = self.project(x)
+        if context is None:
+            q, k, v = self.project(x)
+        else:  # the same projection, split: queries from x, keys and values from context
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x, w[:d], b[:d]).view(B, L, self.heads, d // self.heads).transpose(1, 2)
+            k, v = F.linear(context, w[d:], b[d:]).view(B, L, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if kv_out is not None:
             kv_out.append((k.contiguous(), v.contiguous()))  # permuted views would be copied at every reuse
         if tail:
@@ -103,12 +109,36 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(self.ln2(x))
 
 
-class TransformerEncoder(nn.Module):
-    """A stack of blocks and a final LayerNorm; padded positions are zeroed after every block."""
+class SASRecBlock(nn.Module):
+    """The SASRec authors' block (Kang & McAuley's code; RecTools' SASRecTransformerLayer): LayerNorm
+    on the attention query only and the residual from that normalised query, x = LN(x) + Attn(LN(x),
+    keys and values from x); then x = LN'(x) + Dropout(FFN(LN'(x))), a ReLU feed-forward of width d
+    (dropout after the ReLU too). `forward` only (no key/value cache: DiffRec uses TransformerBlock)."""
 
-    def __init__(self, d: int, layers: int, heads: int, dropout: float):
+    def __init__(self, d: int, heads: int, dropout: float):
         super().__init__()
-        self.blocks = nn.ModuleList(TransformerBlock(d, heads, dropout) for _ in range(layers))
+        self.ln_q, self.ln_ff = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = SelfAttention(d, heads, dropout)
+        self.ffn = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, tail: int = 0) -> torch.Tensor:
+        q = self.ln_q(x)
+        x = (q[:, -tail:] if tail else q) + self.attn(q, mask, tail=tail, context=x)
+        f = self.ln_ff(x)
+        return f + self.drop(self.ffn(f))
+
+
+BLOCKS = {"pre_ln": TransformerBlock, "sasrec": SASRecBlock}
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of blocks (`BLOCKS[block]`) and a final LayerNorm; padded positions are zeroed before
+    and after every block. The key/value cache (`context`, `forward_queries`) needs pre-LN blocks."""
+
+    def __init__(self, d: int, layers: int, heads: int, dropout: float, block: str = "pre_ln"):
+        super().__init__()
+        self.blocks = nn.ModuleList(BLOCKS[block](d, heads, dropout) for _ in range(layers))
         self.ln = nn.LayerNorm(d)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor, tail: int = 0) -> torch.Tensor:

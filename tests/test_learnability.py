@@ -50,7 +50,8 @@ SEQUENCE_NOISE = ("diffrec", {"noise": "sequence", "sampler": "strided"})
 # (abar_1 = 4.3e-5), so it must learn as SASRec does; a forward process at another noise level than
 # the sampler's shows up as a slot that carries the target in training only.
 ONE_STEP = ("diffrec", {"steps": 1, "slot_scale": "none", "schedule": "linear-continuous"})
-VARIANTS = [(name, {}) for name in sorted(set(MODELS) - NOT_LEARNING)] + [SEQUENCE_NOISE, ONE_STEP]
+RECTOOLS = ("sasrec-ss", {"block": "sasrec", "attend_padding": True, "table_dropout": 0.2, "scale_input": False, "init": "xavier"})  # RecTools' SASRec (issue 23)
+VARIANTS = [(name, {}) for name in sorted(set(MODELS) - NOT_LEARNING)] + [SEQUENCE_NOISE, ONE_STEP, RECTOOLS]
 # Whole-sequence noising does not learn the skip chain: validation HR@10 0.25-0.31 after 30 or 200
 # epochs (chance is 10 / 40); not investigated further here. Strict: a fix shows up as a failure.
 FAILS = {"skip-chain-diffrec-sequence-strided": "whole-sequence noising does not learn the skip chain (HR@10 0.25-0.31)"}

@@ -167,3 +167,43 @@ def test_xavier_init_sets_every_matrix_and_keeps_the_padding_row_zero():
     assert abs(model.pos_emb.weight.std().item() / math.sqrt(2 / (50 + 64)) - 1) < 0.1
     with pytest.raises(ValueError, match="table_dropout"):
         SASRecConfig(table_dropout=1.0)
+
+
+def test_the_authors_block_is_rectools_layer_computed_independently():
+    """`block = "sasrec"`: RecTools' SASRecTransformerLayer written out with torch's own
+    MultiheadAttention on the block's weights (eval mode): q = LN(x), x = q + MHA(q, x, x),
+    f = LN'(x), out = f + W2 ReLU(W1 f)."""
+    from benchmark.layers import SASRecBlock
+
+    torch.manual_seed(0)
+    d, heads, L = 16, 2, 6
+    block = SASRecBlock(d, heads, dropout=0.3).eval()
+    for p in block.parameters():  # LayerNorms away from identity, so that a swapped norm shows
+        torch.nn.init.normal_(p, std=0.3)
+    mha = torch.nn.MultiheadAttention(d, heads, batch_first=True).eval()
+    mha.in_proj_weight.data, mha.in_proj_bias.data = block.attn.qkv.weight.data, block.attn.qkv.bias.data
+    mha.out_proj.weight.data, mha.out_proj.bias.data = block.attn.out.weight.data, block.attn.out.bias.data
+    x = torch.randn(3, L, d)
+    with torch.no_grad():
+        q = block.ln_q(x)
+        x1 = q + mha(q, x, x, attn_mask=~torch.ones(L, L, dtype=torch.bool).tril(), need_weights=False)[0]
+        f = block.ln_ff(x1)
+        expected = f + block.ffn[3](torch.relu(block.ffn[0](f)))
+        mask = attention_mask(torch.ones(3, L, dtype=torch.bool), causal=True)
+        torch.testing.assert_close(block(x, mask), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(block(x, mask, tail=2), expected[:, -2:], rtol=1e-5, atol=1e-5)
+
+
+def test_attend_padding_scores_a_sequence_alike_in_any_batch_and_reads_the_padding():
+    model = _model(attend_padding=True, block="sasrec")
+    plain = SASRec(SASRecConfig(loss="ce", hidden=16, layers=2, heads=2, block="sasrec"), n_items=30, max_len=12).eval()
+    plain.load_state_dict(model.state_dict())  # the same parameters
+    short = torch.tensor([[3, 7, 9]])
+    batch = left_pad([[3, 7, 9], list(range(4, 16))], 12)
+    with torch.no_grad():
+        torch.testing.assert_close(model.score(short)[0], model.score(batch)[0], rtol=1e-5, atol=1e-5)  # the window is always max_len
+        assert model.hidden_states(short).shape == (1, 3, 16)  # training states stay aligned with the batch's targets
+        torch.testing.assert_close(model.hidden_states(short)[0, -1], model.hidden_states(batch)[0, -1], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(model.score(short), plain.score(short), atol=1e-4)  # the nine padding positions are attended to
+        full = left_pad([list(range(4, 16))], 12)  # no padding: the switch changes nothing
+        torch.testing.assert_close(model.score(full), plain.score(full), rtol=1e-5, atol=1e-5)

@@ -51,7 +51,8 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
     # one epoch budget per trial for every study
     as_written = [c for c in suite.cells if "train.adam_beta2" in c.tag]
     assert {(c.train_config["epochs"], c.train_config["min_epochs"], c.train_config["patience"], c.train_config["eval_every"]) for c in suite.cells if c not in as_written} == {(300, 40, 10, 2)}
-    assert [(c.model, c.seed, c.train_config["adam_beta2"], c.train_config["epochs"], c.train_config["patience"], c.train_config["eval_every"]) for c in as_written] == [("sasrec-ss", 0, 0.98, 200, 50, 1)]
+    assert [(c.model, c.seed, c.train_config["adam_beta2"], c.train_config["epochs"], c.train_config["patience"], c.train_config["eval_every"]) for c in as_written] == [("sasrec-ss", 0, 0.98, 200, 50, 1)] * 2
+    assert [(c.model_config["block"], c.model_config["attend_padding"]) for c in as_written] == [("pre_ln", False), ("sasrec", True)]  # then RecTools' model whole
     assert (suite.tune["trials"], suite.tune["trial_epochs"], suite.tune["trial_time_budget_s"]) == (20, 40, 0.0)
     assert {c.model for c in suite.tune_cells} == {m for m in MODELS if m != "pop"}
     # the noising ablation trains both points alike
