@@ -178,7 +178,6 @@ class Cell:
         """Names the trained model this cell scores: its training's, selected under its rule."""
         return checkpoint_key(self.training_key, self.selection)
 
-
     @property
     def scoring_config(self) -> dict:
         """The model config that scores the test users: model_config with the inference keys."""
