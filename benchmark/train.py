@@ -3,9 +3,10 @@
 - Adam (or the model's own optimizers), length-bucketed batches cut to their longest sequence.
 - Validation every `eval_every` epochs; early stopping on validation NDCG@10 (unmasked, the
   protocol's default; `selection = "masked"` reads the history-masked one instead) with a
-  patience counted in evaluations, never before `min_epochs`; the best checkpoint is kept and restored before the single test
-  evaluation. One training can follow several selection rules at once (`fit_rules`): each keeps
-  its own best checkpoint and history, exactly as a run with that rule alone. Optionally, a snapshot of the whole training state after each evaluation (loaded
+  patience counted in evaluations, never before `min_epochs`; the best checkpoint is kept and
+  restored before the single test evaluation. One training can follow several selection rules at
+  once (`fit_rules`): each keeps its own best checkpoint and history, exactly as a run with that
+  rule alone. Optionally, a snapshot of the whole training state after each evaluation (loaded
   with `torch.load(weights_only=True)`) lets an interrupted run resume exactly.
 - Seeds for Python, numpy and torch; evaluation of stochastic models draws from a generator
   seeded from the run seed, so a record is reproducible.
