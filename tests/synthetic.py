@@ -40,3 +40,8 @@ def skip_chain_dataset(n_items: int = 40, users: int = 300, min_len: int = 6, ma
             s.append(int(nxt[s[-2] - 1]))
         seqs.append(np.array(s, dtype=np.int64))
     return SequenceData(name="skip-chain", format="sequences", path="<synthetic skip chain>", sha256="0" * 64, sequences=tuple(seqs), n_items=n_items, max_len=max_len)
+
+
+def untimed(curve: list[dict]) -> list[dict]:
+    """A training curve without its wall-clock entries, for comparing two runs' curves exactly."""
+    return [{k: v for k, v in p.items() if k != "eval_seconds"} for p in curve]

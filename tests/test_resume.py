@@ -14,7 +14,7 @@ import torch
 from benchmark.records import PROJECT_ROOT, RecordError, atomic_path, code_digest, module_closure, write_json_atomic
 from benchmark.run import is_done, record_path, remove_stale_temps, run_suite
 from benchmark.suite import load_suite_file, resolve_suite
-from tests.synthetic import chain_dataset, write_sequences
+from tests.synthetic import chain_dataset, untimed, write_sequences
 
 SUITE = """
 datasets = [{file = "chain.txt", format = "sequences"}]
@@ -209,12 +209,11 @@ def test_selection_rules_share_one_training_and_each_record_is_its_own_run(tmp_p
     alone = {c.selection: run_mod.run_cell(c, progress=False) for c in (main, masked)}
     assert fits[1:] == [("unmasked",), ("masked",)]
     assert shared["unmasked"]["epochs_run"] != shared["masked"]["epochs_run"]  # the rules stopped apart
-    drop = lambda curve: [{k: v for k, v in p.items() if k != "eval_seconds"} for p in curve]  # noqa: E731
     for selection, record in shared.items():
         solo = alone[selection]
         assert record["metrics"] == solo["metrics"] and record["per_user"] == solo["per_user"]
         assert (record["best_epoch"], record["epochs_run"], record["stopped"]) == (solo["best_epoch"], solo["epochs_run"], solo["stopped"])
-        assert drop(record["curve"]) == drop(solo["curve"])
+        assert untimed(record["curve"]) == untimed(solo["curve"])
         assert record["training"]["selections"] == ["masked", "unmasked"] and solo["training"]["selections"] == [selection]
     assert sorted(r["training"]["reused"] for r in shared.values()) == [False, True]
 

@@ -7,7 +7,7 @@ from benchmark.records import RecordError
 from benchmark.registry import build_model
 from benchmark.splits import leave_one_out
 from benchmark.train import TrainConfig, evaluate, fit, fit_rules, train_batches
-from tests.synthetic import chain_dataset
+from tests.synthetic import chain_dataset, untimed
 
 
 def test_batches_cover_every_training_user_once_and_are_cut_to_their_longest():
@@ -72,7 +72,7 @@ def test_selection_masked_stops_and_selects_on_the_history_masked_ndcg():
         fitted = fit(model, split, cfg, seed=3, progress=False, on_eval=lambda epoch, score: seen.append(score))
         runs[selection] = fitted, seen, evaluate(model, split.valid)
     curve = runs["unmasked"][0].curve
-    same = [[{k: v for k, v in p.items() if k != "eval_seconds"} for p in runs[s][0].curve] for s in runs]
+    same = [untimed(runs[s][0].curve) for s in runs]
     assert same[0] == same[1]  # selection changes no training draw: the two runs train alike
     unmasked = [p["valid"]["NDCG@10"] for p in curve]
     masked = [p["valid_masked"]["NDCG@10"] for p in curve]
@@ -93,7 +93,6 @@ def test_one_training_under_both_rules_gives_each_rule_its_own_run(tmp_path):
     torch.set_num_threads(1)
     split = leave_one_out(chain_dataset(users=120))
     base = dict(epochs=14, eval_every=1, patience=2, batch_size=32, lr=3e-3)
-    drop = lambda curve: [{k: v for k, v in p.items() if k != "eval_seconds"} for p in curve]  # noqa: E731
     alone = {}
     for selection in ("unmasked", "masked"):
         model, _ = build_model("sasrec-ce", {"hidden": 16}, n_items=split.n_items, max_len=split.max_len, seed=3)
@@ -117,7 +116,7 @@ def test_one_training_under_both_rules_gives_each_rule_its_own_run(tmp_path):
         assert set(joint) == {"unmasked", "masked"} and all(fitted.resumed_at == resumed_at for fitted, _ in joint.values())
         for selection, (fitted, best_state) in joint.items():
             solo, solo_state = alone[selection]
-            assert drop(fitted.curve) == drop(solo.curve) and len(fitted.epoch_seconds) == solo.epochs_run
+            assert untimed(fitted.curve) == untimed(solo.curve) and len(fitted.epoch_seconds) == solo.epochs_run
             assert (fitted.best_epoch, fitted.epochs_run, fitted.stopped) == (solo.best_epoch, solo.epochs_run, solo.stopped)
             for key, value in solo_state.items():
                 torch.testing.assert_close(best_state[key], value, rtol=0, atol=0, msg=key)
@@ -185,8 +184,7 @@ def test_an_interrupted_training_resumes_from_its_snapshot_and_ends_the_same(tmp
     assert trained(snap, stop_at=2)[0] is None and snap.exists()  # killed after epoch 2's evaluation
     resumed, model_b = trained(snap)
     assert resumed.resumed_at == [2] and straight.resumed_at == []
-    drop = lambda curve: [{k: v for k, v in p.items() if k != "eval_seconds"} for p in curve]  # noqa: E731
-    assert drop(resumed.curve) == drop(straight.curve) and len(resumed.epoch_seconds) == 5
+    assert untimed(resumed.curve) == untimed(straight.curve) and len(resumed.epoch_seconds) == 5
     assert (resumed.best_epoch, resumed.epochs_run, resumed.stopped) == (straight.best_epoch, straight.epochs_run, straight.stopped)
     for key, value in model_a.state_dict().items():
         torch.testing.assert_close(model_b.state_dict()[key], value, rtol=0, atol=0, msg=key)
