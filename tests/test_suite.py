@@ -49,7 +49,7 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
     assert {"noise=target,sampler=strided", "noise=sequence,sampler=strided"} <= tags and any(t.startswith("steps=") for t in tags)
     # one stopping rule for every model (but the issue-23 point that trains as RecTools does), and
     # one epoch budget per trial for every study
-    as_written = [c for c in suite.cells if "train.adam_beta2" in c.tag]
+    as_written = [c for c in suite.cells if "train.patience=50" in c.tag]
     assert {(c.train_config["epochs"], c.train_config["min_epochs"], c.train_config["patience"], c.train_config["eval_every"]) for c in suite.cells if c not in as_written} == {(300, 40, 10, 2)}
     assert [(c.model, c.seed, c.train_config["adam_beta2"], c.train_config["epochs"], c.train_config["patience"], c.train_config["eval_every"]) for c in as_written] == [("sasrec-ss", 0, 0.98, 200, 50, 1)] * 2
     assert [(c.model_config["block"], c.model_config["attend_padding"]) for c in as_written] == [("pre_ln", False), ("sasrec", True)]  # then RecTools' model whole
@@ -60,7 +60,14 @@ def test_paper_suite_is_the_papers_datasets_with_five_seeds_and_ablations():
     assert noising and all(c.inference == {} and c.model_config["sampler"] == "strided" for c in noising)
     # issue 23: both SASRecs at eSASRec's beauty setting, selected on unmasked and on masked
     # validation; each point sets every key the SASRec search space tunes, so no study changes them
-    esasrec = [c for c in suite.cells if "train.selection=" in c.tag and "table_dropout" not in c.tag and "bucket" not in c.tag]
+    # RecTools' beta2 alone, under the shared stopping rule, for SASRec-SS at eSASRec's setting and
+    # for the contenders at their tuned parameters
+    beta2 = [c for c in suite.cells if "train.adam_beta2" in c.tag and c not in as_written]
+    assert sorted((c.model, c.train_config["selection"], c.train_config["adam_beta2"], c.model_config.get("hidden") if c.model == "sasrec-ss" else None) for c in beta2) == [
+        ("diffrec", "unmasked", 0.98, None), ("sasrec-ce", "unmasked", 0.98, None), ("sasrec-ss", "masked", 0.98, 256), ("sasrec-ss", "unmasked", 0.98, 256)
+    ]
+    assert [c.tag for c in beta2 if c.model != "sasrec-ss"] == ["train.adam_beta2=0.98"] * 2 and all(c.seed == 0 and c.dataset == "beauty" for c in beta2)
+    esasrec = [c for c in suite.cells if "train.selection=" in c.tag and "table_dropout" not in c.tag and "bucket" not in c.tag and c not in beta2]
     assert [(c.model, c.seed, c.train_config["bucket"]) for c in suite.cells if "train.bucket=" in c.tag] == [("sasrec-ss", 0, False)]
     rectools = [c for c in suite.cells if "table_dropout" in c.tag and c not in as_written]  # and with RecTools' three switches
     assert {(c.model, c.seed, c.train_config["selection"], c.model_config["table_dropout"], c.model_config["scale_input"], c.model_config["init"]) for c in rectools} == {
