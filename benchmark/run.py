@@ -15,7 +15,8 @@ default) runs the groups one after another in this process; `--executor ray` run
 task, on this machine or on a cluster (`--address`), and writes the records the tasks return
 (`benchmark.executors`). `--shard K/N` runs every N-th training still to run (its cells together),
 so N processes of a job array (or machines sharing OUT) started together split what is left
-evenly. `--only main|ablations` runs one part of it (the main table first, say). A suite with `[tune] auto = true` first tunes its studies
+evenly. `--only main|ablations` runs one part of it (the main table first, say), `--tags` the cells
+whose setting tag matches a pattern (`--tags 'train.adam_beta2=*'`: one ablation). A suite with `[tune] auto = true` first tunes its studies
 (`benchmark.tune`, on the same executor); a suite with params = "tuned" refuses to train a tuned
 model whose study is not exported (its cells would train at the defaults and be no cell of the
 suite once it is) unless `--allow-untuned` (or `--no-tune` on a suite that tunes by itself); every
@@ -30,6 +31,7 @@ while the code it loads has uncommitted changes, unless `--allow-dirty`.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 import time
@@ -217,12 +219,18 @@ def check_saved_states(out: Path, todo: list[Cell], shared: Counter) -> None:
                 raise
 
 
+def chosen(cell: Cell, only: str | None = None, tags: list[str] | None = None) -> bool:
+    """Whether `--only` ("main" or "ablations") and `--tags` (shell-style patterns, one of which
+    the whole tag must match) keep the cell."""
+    return (only is None or (cell.tag in MAIN_TAGS) == (only == "main")) and (not tags or any(fnmatch.fnmatchcase(cell.tag, t) for t in tags))
+
+
 def check_studies(suite: Suite, out: Path, args) -> None:
     """Refuses (ConfigError) to train the cells of `Suite.awaiting_studies` unless --allow-untuned, or
     --no-tune on a suite that tunes by itself."""
     if args.allow_untuned or (suite.tune["auto"] and args.no_tune):
         return
-    pending = [c for c in suite.cells if (args.only is None or (c.tag in MAIN_TAGS) == (args.only == "main")) and not is_done(out, c)]
+    pending = [c for c in suite.cells if chosen(c, args.only, args.tags) and not is_done(out, c)]
     if waiting := suite.awaiting_studies(pending):
         where = f"run python -m benchmark.tune --suite {suite.name} first" if suite.tune_cells else "this suite tunes none itself: export them first with python -m benchmark.tune on the suite that tunes the dataset it borrows from (params_from)"
         raise ConfigError(
@@ -254,9 +262,9 @@ def run_group(
 
 
 def run_suite(
-    suite: Suite, *, out: Path, data_dir=None, device="cpu", threads: int = 0, progress=True, shard: tuple[int, int] = (0, 1), only: str | None = None, executor=None
+    suite: Suite, *, out: Path, data_dir=None, device="cpu", threads: int = 0, progress=True, shard: tuple[int, int] = (0, 1), only: str | None = None, tags: list[str] | None = None, executor=None
 ) -> list[Path]:
-    """Runs the suite's cells that have no record yet (`only`: "main" or "ablations" cells), one
+    """Runs the suite's cells that have no record yet (those that `only` and `tags` keep: `chosen`), one
     training group per task of `executor` (default: in this process), and writes each record as
     its group returns.
 
@@ -266,8 +274,8 @@ def run_suite(
     out = Path(out)
     executor = executor or LocalExecutor()
     git_commit(), code_digest()  # read now: the records and snapshots name the code this process started with
-    shared = Counter(c.training_key for c in suite.cells)  # before `only`: `--only main` keeps for the ablations
-    cells = [c for c in suite.cells if only is None or (c.tag in MAIN_TAGS) == (only == "main")]
+    shared = Counter(c.training_key for c in suite.cells)  # before `only`/`tags`: `--only main` keeps for the ablations
+    cells = [c for c in suite.cells if chosen(c, only, tags)]
     for path in remove_stale_temps(out):
         print(f"removed unfinished write {path.name}", flush=True)
     pending = [c for c in cells if not is_done(out, c)]
@@ -320,6 +328,7 @@ def main(argv=None) -> int:
         "--shard", metavar="K/N", help="run only trainings K, K+N, K+2N, ... of those still to run (0-based; cells sharing a training stay together), for a job array (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
     )
     p.add_argument("--only", choices=("main", "ablations"), help="run only the main table's cells, or only the ablation cells")
+    p.add_argument("--tags", nargs="+", metavar="PATTERN", help="run only the cells whose setting tag matches one of these shell-style patterns ('default' is the main table's; quote them)")
     p.add_argument("--no-tune", action="store_true", help="skip the suite's automatic tuning ([tune] auto = true); its models train at their defaults")
     p.add_argument("--allow-untuned", action="store_true", help="train the cells of a tuned suite whose study is not exported yet at default hyperparameters (refused otherwise)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
@@ -360,7 +369,7 @@ def main(argv=None) -> int:
             tune_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress, executor=executor)
             suite = suite_from_args(args, p)  # again, now with the tuned parameters
             check_studies(suite, out, args)
-        run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress, shard=shard, only=args.only, executor=executor)
+        run_suite(suite, out=out, data_dir=args.data_dir, device=args.device, threads=args.threads, progress=not args.no_progress, shard=shard, only=args.only, tags=args.tags, executor=executor)
         if not args.no_report:
             from benchmark.report import write_report
 
