@@ -209,10 +209,11 @@ def totals(rows: list[Row]) -> dict:
     return tot
 
 
-def suite_plan(suite: Suite, out: Path) -> list[Row]:
-    """Reads OUT (records, checkpoints, studies) and plans the suite's remaining work."""
+def suite_plan(suite: Suite, out: Path, keep=None) -> list[Row]:
+    """Reads OUT (records, checkpoints, studies) and plans the suite's remaining work: of the cells
+    that `keep(cell)` keeps (`benchmark.run`'s `--only` and `--tags`), and the studies' trials."""
     out = Path(out)
-    pending = [c for c in suite.cells if not is_done(out, c)]
+    pending = [c for c in suite.cells if (keep is None or keep(c)) and not is_done(out, c)]
     checkpoints = {p.stem for p in (out / "checkpoints").glob("*.pt")}
     budget = suite.tune.get("trials", 0)
     trials_left, trial_times = {}, {}

@@ -21,7 +21,7 @@ whose setting tag matches a pattern (`--tags 'train.adam_beta2=*'`: one ablation
 model whose study is not exported (its cells would train at the defaults and be no cell of the
 suite once it is) unless `--allow-untuned` (or `--no-tune` on a suite that tunes by itself); every
 run ends with the report (`benchmark.report`).
-`--plan` only prints the cells and trials still to run and their estimated CPU/GPU hours from
+`--plan` only prints the cells (of those `--only` and `--tags` keep) and trials still to run and their estimated CPU/GPU hours from
 the existing records (`benchmark.plan`), and runs nothing.
 
 OUT is `--out`, else results/ for a committed suite (`commit = true`) run as defined, else the
@@ -353,7 +353,7 @@ def main(argv=None) -> int:
         if args.plan:
             from benchmark.plan import as_json, render, suite_plan
 
-            rows = suite_plan(suite, out)
+            rows = suite_plan(suite, out, keep=lambda c: chosen(c, args.only, args.tags))
             print(as_json(suite, rows) if args.json else render(suite, rows, out))
             return 0
         tunes_first = suite.tune["auto"] and not args.no_tune

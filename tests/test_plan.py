@@ -100,6 +100,19 @@ def test_a_kept_checkpoint_leaves_only_the_scoring(tmp_path, capsys):
     assert after == {**before, "diffrec": before["diffrec"] - 1}
 
 
+def test_the_plan_counts_only_the_cells_that_only_and_tags_keep(tmp_path, capsys):
+    def plan(*extra):
+        assert run.main(["--suite", "smoke", "--out", str(tmp_path), "--no-progress", "--plan", "--json", *extra]) == 0
+        return {r["model"]: (r["main"], r["ablations"], r["trainings"]) for r in json.loads(capsys.readouterr().out)["rows"]}
+
+    everything = plan()
+    assert everything["diffrec"] == (1, 8, 5)
+    assert plan("--only", "main")["diffrec"] == (1, 0, 1)
+    assert plan("--only", "ablations")["diffrec"] == (0, 8, 4)
+    assert plan("--tags", "steps=5,*")["diffrec"] == (0, 3, 1)  # three sampler points on one training
+    assert plan("--tags", "steps=5,*", "default") == {**{m: (1, 0, 1) for m in everything}, "diffrec": (1, 3, 2)}
+
+
 def test_trials_done_reads_the_journal_else_the_export(tmp_path):
     assert trials_done(tmp_path, "s") == 0
     (tmp_path / "tuning" / "s").mkdir(parents=True)
