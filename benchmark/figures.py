@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -209,7 +210,7 @@ def figure_ablation_curves(frame: pd.DataFrame, records: list[dict], folder: Pat
             seed = f"s{row.seed}" + (f", selected {' and '.join(rules)}" if len(rules) > 1 else "")
             curve, color = records[row.i]["curve"], plt.cm.tab10(n % 10)
             epochs = [p["epoch"] for p in curve]
-            ax.plot(epochs, [p["valid"][SELECTION_METRIC] for p in curve], color=color, linewidth=1, label=f"{label} ({seed})".lstrip())
+            ax.plot(epochs, [p["valid"][SELECTION_METRIC] for p in curve], color=color, linewidth=1, label=textwrap.fill(f"{label} ({seed})".lstrip(), 60))  # a setting's keys make long labels
             if all("valid_masked" in p for p in curve):
                 ax.plot(epochs, [p["valid_masked"][SELECTION_METRIC] for p in curve], color=color, linewidth=1, linestyle="--")
         ax.set(title=f"{dataset} / {model}", xlabel="epoch", ylabel=f"validation {SELECTION_METRIC}")
