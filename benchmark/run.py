@@ -349,6 +349,9 @@ def main(argv=None) -> int:
             torch.set_num_threads(args.threads)
         shard = parse_shard(args.shard)
         suite = suite_from_args(args, p)
+        for pattern in args.tags or ():  # a mistyped pattern would run nothing, silently
+            if not any(chosen(c, tags=[pattern]) for c in suite.cells):
+                raise ConfigError(f"--tags {pattern!r} matches no cell of suite {suite.name} (a pattern matches the whole tag: 'steps=*', '*adam_beta2=0.98')")
         out = Path(args.out)
         if args.plan:
             from benchmark.plan import as_json, render, suite_plan

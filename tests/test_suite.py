@@ -333,7 +333,7 @@ def test_cli_lists_and_rejects_bad_settings_before_training(capsys):
     assert "unknown suite 'nosuch'" in capsys.readouterr().err
 
 
-def test_only_and_tags_run_the_main_cells_the_ablation_cells_or_matching_tags_and_keep_shared_trainings(tmp_path, monkeypatch):
+def test_only_and_tags_run_the_main_cells_the_ablation_cells_or_matching_tags_and_keep_shared_trainings(tmp_path, monkeypatch, capsys):
     chain_file = write_sequences(tmp_path / "c.txt", chain_dataset(n_items=20, users=40))
     ran = []
 
@@ -353,14 +353,17 @@ def test_only_and_tags_run_the_main_cells_the_ablation_cells_or_matching_tags_an
         "--only_ablations": [("sampler=strided", True), ("steps=5", False)],
         "--tags_steps=*": [("steps=5", False)],
         "--tags_default_sampler=*": [("default", True), ("sampler=strided", True)],
-        "--tags_steps": [],  # a pattern matches the whole tag
         "--only_ablations_--tags_default_steps=5": [("steps=5", False)],
     }
-    for only in ([], ["--only", "main"], ["--only", "ablations"], ["--tags", "steps=*"], ["--tags", "default", "sampler=*"], ["--tags", "steps"], ["--only", "ablations", "--tags", "default", "steps=5"]):
+    for only in ([], ["--only", "main"], ["--only", "ablations"], ["--tags", "steps=*"], ["--tags", "default", "sampler=*"], ["--only", "ablations", "--tags", "default", "steps=5"]):
         ran.clear()
         assert run.main(["--suite", str(suite_file), "--out", str(tmp_path / "out" / "_".join(only)), "--no-report", "--no-progress"] + only) == 0
         # the main cell and the sampler point share one training: both keep it, even with --only main
         assert sorted(ran) == expected["_".join(only)]
+    # a pattern that matches no cell (it must match the whole tag) is an error, before anything runs
+    ran.clear()
+    assert run.main(["--suite", str(suite_file), "--out", str(tmp_path / "none"), "--no-report", "--no-progress", "--tags", "default", "steps"]) == 2
+    assert "--tags 'steps' matches no cell" in capsys.readouterr().err and ran == [] and not (tmp_path / "none").exists()
 
 
 def test_shards_split_the_trainings_and_keep_shared_ones_together(tmp_path, monkeypatch):
