@@ -527,6 +527,14 @@ TEX_HEADER = (
 
 
 DISCUSSION = "discussion.md"  # hand-written findings, copied into OUT/README.md above the generated part
+CITED_RECORD = re.compile(r"_s\d+__([0-9a-f]{10})\b")  # a record's file name ends in __s<seed>__<key>.json
+
+
+def missing_citations(text: str, runs: Path) -> list[str]:
+    """The record keys that a hand-written text cites (`..._s<seed>__<key>`, as file names end) with
+    no record in `runs`: a sentence resting on them rests on nothing that the folder holds."""
+    held = {p.stem.rsplit("__", 1)[-1] for p in Path(runs).glob("*.json")}
+    return sorted(set(CITED_RECORD.findall(text)) - held)
 
 
 def readme(summaries: list[dict], out: Path) -> str:
@@ -685,6 +693,10 @@ def write_report(out: str | Path, suites: list[str] | None = None, *, pdf: bool 
     records = load_records(out / "runs") if (out / "runs").is_dir() else []
     if not records:
         return []
+    if (out / DISCUSSION).exists():
+        missing = missing_citations((out / DISCUSSION).read_text(), out / "runs")
+        if missing:
+            raise RecordError(f"{out / DISCUSSION}: cites records that {out / 'runs'} does not hold (keys {', '.join(missing)}); commit them or drop the sentences")
     found = list(dict.fromkeys(r.get("suite", "") for r in records))
     if out.resolve() == RESULTS_DIR.resolve():  # the committed folder reports the committed suites only
         left_out = [s for s in found if s not in committed_suites()]
@@ -728,6 +740,9 @@ def main(argv=None) -> int:
         paths = write_report(args.out, args.suite, pdf=args.pdf)
     except LatexError as exc:
         print(f"error: --pdf: {exc}", file=sys.stderr)
+        return 2
+    except RecordError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if not paths:
         print(f"error: no run records under {Path(args.out) / 'runs'}", file=sys.stderr)

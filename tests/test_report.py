@@ -243,6 +243,25 @@ def test_cli_without_records_fails_clearly(tmp_path, capsys):
     assert "no run records" in capsys.readouterr().err
 
 
+def test_a_discussion_citing_a_record_the_folder_lacks_stops_the_report(results, capsys):
+    (results / report.DISCUSSION).write_text("Held: `runs/good__diffrec__default__s0__0000000000`; gone: `..._s1__0123456789abc` and `..._s2__0123456789`.\n")
+    assert report.missing_citations((results / report.DISCUSSION).read_text(), results / "runs") == ["0123456789"]  # 13 hex digits are no key
+    assert report.main(["--out", str(results)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {results / report.DISCUSSION}: cites records") and "keys 0123456789)" in line
+    assert not (results / "README.md").exists() and not (results / "tables").exists()  # nothing written
+    (results / report.DISCUSSION).write_text("Held: `runs/good__diffrec__default__s0__0000000000`.\n")
+    assert report.main(["--out", str(results)]) == 0
+
+
+def test_the_committed_discussion_cites_only_committed_records():
+    """No sentence of results/discussion.md may rest on a record that results/runs does not hold."""
+    results = PROJECT_ROOT / "results"
+    text = (results / report.DISCUSSION).read_text()
+    assert len(report.CITED_RECORD.findall(text)) >= 20  # it cites records by key (the pattern still finds them)
+    assert report.missing_citations(text, results / "runs") == []
+
+
 def test_a_record_counts_for_every_suite_that_holds_its_cell(tmp_path):
     """Suites share cells (pop's, say): membership is by cell key, not by the suite that wrote it."""
     from benchmark.suite import load_suite_file, resolve_suite
