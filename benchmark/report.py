@@ -51,6 +51,7 @@ from benchmark.tables import (
     COST_NOTE, DIRTY_NOTE, SUBJECT, TABLE_METRICS, TEX_SIZE, blocks, cost_frame, family, is_subject, latex_cost, latex_escape, latex_means, latex_stds, latex_width, markdown_cost,
     markdown_tables, means_note, pdflatex, INSTALL_HINT, LatexError,
 )
+from benchmark.train import NOT_TRAINED
 
 ALPHA = 0.05
 SPLITS = {"test": "Unmasked (history items stay in the ranking)", "test_masked": "History-masked (the user's earlier items removed from the ranking)"}
@@ -202,7 +203,8 @@ def protocol_card(recs: list[dict]) -> list[tuple[str, str]]:
     for r in recs:
         m = r["model"]
         losses[m] = f"{m}: {r['config']['model']['loss']}" if "loss" in r["config"]["model"] else f"{m}: {r.get('model_about') or 'see model file'}"
-        budgets[m] = r["protocol"]["early_stopping"] + (f", time budget {r['config']['train']['time_budget_s']:g}s" if r["config"]["train"].get("time_budget_s") else "")
+        # a model with nothing to train ran under the rule but used none of it
+        budgets[m] = f"none ({NOT_TRAINED})" if r.get("stopped") == NOT_TRAINED else r["protocol"]["early_stopping"] + (f", time budget {r['config']['train']['time_budget_s']:g}s" if r["config"]["train"].get("time_budget_s") else "")
         t = r.get("tuning") or {}
         trials.setdefault(m, {})[r["dataset"]["name"]] = tuning_phrase(t)
     return [

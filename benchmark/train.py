@@ -131,6 +131,9 @@ def evaluate(model: SeqRecModel, evalset: EvalSet, *, batch_size: int = 1024, se
     }
 
 
+NOT_TRAINED = "no trainable parameters"  # FitResult.stopped of a model with nothing to train (popularity)
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -255,7 +258,7 @@ def fit_rules(
     rules = [_Rule(s, FitResult(best_epoch=0, epochs_run=0)) for s in selections]
     if not model.trainable:
         for rule in rules:
-            rule.result.stopped = "no trainable parameters"
+            rule.result.stopped = NOT_TRAINED
         return {r.selection: (r.result, None) for r in rules}
     optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay, betas=(0.9, cfg.adam_beta2))
     rng = np.random.default_rng(seed)

@@ -67,7 +67,7 @@ from benchmark.records import atomic_path, code_digest, device_name, environment
 from benchmark.registry import build_model, tuning_space
 from benchmark.studies import FINISHED, alive, counted_trials, default_storage, make_storage, open_study, places_to_run, redact, reserved, sweep_stale, within_budget
 from benchmark.suite import Cell, Suite, best_params_path, read_best, split_setting, tuning_study
-from benchmark.train import TrainConfig, fit, selected
+from benchmark.train import NOT_TRAINED, TrainConfig, fit, selected
 
 SPACE_KINDS = {"float": 3, "log": 3, "int": (3, 4), "choice": 2}
 CAUGHT = (ConfigError, FloatingPointError)  # a configuration that cannot train is a failed trial, not a crash
@@ -296,7 +296,7 @@ def plan_study(
     _, split, max_len = load_data(cell, data_dir)
     probe, _ = build_model(cell.model, cell.model_config, n_items=split.n_items, max_len=max_len)
     if not space or not probe.trainable:
-        print(f"study {name}: nothing to tune ({'no trainable parameters' if space else 'empty search space'}); skipped", flush=True)
+        print(f"study {name}: nothing to tune ({NOT_TRAINED if space else 'empty search space'}); skipped", flush=True)
         return None
     if origin.startswith("generic"):
         print(f"study {name}: model {cell.model} uses the {origin}", flush=True)

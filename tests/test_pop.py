@@ -5,7 +5,7 @@ import torch
 from benchmark.data import SequenceData
 from benchmark.registry import build_model
 from benchmark.splits import leave_one_out
-from benchmark.train import TrainConfig, evaluate, fit
+from benchmark.train import NOT_TRAINED, TrainConfig, evaluate, fit
 
 
 def held_out_dataset() -> SequenceData:
@@ -19,7 +19,7 @@ def test_pop_scores_are_training_counts_for_every_user():
     split = leave_one_out(held_out_dataset())
     model, _ = build_model("pop", n_items=split.n_items, max_len=split.max_len)
     result = fit(model, split, TrainConfig(), seed=0, progress=False)
-    assert result.stopped == "no trainable parameters" and not model.trainable
+    assert result.stopped == NOT_TRAINED and not model.trainable
     scores = model.score(split.valid.inputs)
     expected = torch.tensor([0, 3, 4, 2, 0, 0, 0, 0], dtype=torch.float32)  # item 0 = padding
     assert scores.shape == (3, 8)

@@ -12,6 +12,7 @@ import pytest
 from benchmark import figures, report, tables
 from benchmark.metrics import metrics_from_ranks, per_user_metrics
 from benchmark.records import PROJECT_ROOT, load_records, write_json_atomic
+from benchmark.train import NOT_TRAINED
 
 N_USERS = 200
 
@@ -332,6 +333,14 @@ def test_the_protocol_card_names_the_datasets_where_tuning_differs():
     assert report.tuning_phrase({}) == "defaults (untuned)"
     assert report.tuning_phrase({"study": "s", "trials": 8, "trial_time_budget_s": 60.0}) == "8 trials of at most 60 s (study s)"
     assert report.tuning_phrase({"study": "s", "trials": 20, "trial_epochs": 40, "params_of": "beauty"}) == "beauty's 20 trials of at most 40 epochs (study s)"
+
+
+def test_the_protocol_card_gives_a_model_with_nothing_to_train_no_stopping_rule():
+    # popularity runs under the suite's stopping rule but trains no epoch: its budget is "none"
+    trained = fake_record("beauty", "sasrec-ce", 0, [1, 2, 3])
+    counted = {**fake_record("beauty", "pop", 0, [4, 5, 6]), "stopped": NOT_TRAINED}
+    card = dict(report.protocol_card([trained, counted]))
+    assert card["budgets"] == f"sasrec-ce: patience 2; pop: none ({NOT_TRAINED})"
 
 
 def test_natural_order_of_settings():
