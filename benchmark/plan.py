@@ -33,6 +33,7 @@ from statistics import median
 from tabulate import tabulate
 
 from benchmark.records import device_kind, load_records
+from benchmark.registry import has_parameters
 from benchmark.run import is_done
 from benchmark.suite import MAIN_TAGS, Cell, Suite, tuning_study
 
@@ -218,6 +219,8 @@ def suite_plan(suite: Suite, out: Path, keep=None) -> list[Row]:
     budget = suite.tune.get("trials", 0)
     trials_left, trial_times = {}, {}
     for c in suite.tune_cells if suite.params == "tuned" else ():  # a suite of defaults uses no study
+        if not has_parameters(c.model):  # nothing to tune: benchmark.tune skips its study
+            continue
         study = tuning_study(c.dataset, c.model, c.key)
         trials_left[c.dataset, c.model] = max(0, budget - trials_done(out, study))
         trial_times[c.dataset, c.model] = trial_epoch_seconds(out, study)

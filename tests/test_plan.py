@@ -159,6 +159,16 @@ def test_a_suite_of_defaults_plans_no_trials(tmp_path, capsys):
     assert plan["rows"] and plan["totals"]["trials"] == 0 and plan["totals"]["main"] > 0
 
 
+def test_a_model_with_nothing_to_tune_has_no_trials_to_run(tmp_path, capsys):
+    """full tunes every model; popularity has no parameters, so benchmark.tune skips its study and
+    the plan must not count its trials (it did: 50 per dataset)."""
+    assert run.main(["--suite", "full", "--out", str(tmp_path), "--no-progress", "--plan", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    trials = {(r["dataset"], r["model"]): r["trials"] for r in rows}
+    assert {t for (_, m), t in trials.items() if m == "pop"} == {0}
+    assert trials["beauty", "sasrec-ce"] == 50
+
+
 def test_the_plan_says_when_width_control_cells_wait_for_the_studies(tmp_path, capsys):
     """paper's width control adds cells only where the tuned widths differ: before the studies
     there is nothing to count, and the plan says so instead of looking complete."""
